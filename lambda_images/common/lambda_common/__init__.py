@@ -1,0 +1,1 @@
+"""Code both Lambda images share: request plumbing and Lambda runtime facts."""

@@ -1,0 +1,1 @@
+"""Run both functions on localhost as Lambda runs them (``python -m local``)."""

