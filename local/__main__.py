@@ -1,0 +1,219 @@
+"""`make local`: serve both functions on localhost as Lambda runs them, until Ctrl-C.
+
+    python -m local [--only llama|embeddings] [--llama-model FILE.gguf]
+                    [--embeddings-model SENTENCE_TRANSFORMERS_FOLDER] [--api-key KEY] [ports...]
+
+Each function is its real handler under the real ``awslambdaric`` behind the
+real Lambda Runtime Interface Emulator, with the memory size, timeout and
+log level ``cdk.json`` deploys. Ports (flags, or environment variables of
+the same name in upper case, e.g. ``LLAMA_URL_PORT``): Invoke API
+9000 (llama) / 9001 (embeddings), Function URL 8080 / 8081. Function logs are
+echoed to the console with a prefix and kept in ``.cache/local/logs/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import functools
+import json
+import os
+import shlex
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from local.functions import DEFAULT_PORTS, FUNCTION_KEYS, LocalOptions, build_plans
+from local.stack import LocalStack, RunningFunction
+
+echo = functools.partial(print, flush=True)
+
+
+def _port(name: str, default: int) -> int:
+    value = os.environ.get(name.upper().replace("-", "_"), "")
+    return int(value) if value.strip() else default
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m local",
+        description="Serve the generator and the embeddings function on localhost, as Lambda runs them.",
+    )
+    parser.add_argument("--only", choices=FUNCTION_KEYS, help="serve one function only")
+    parser.add_argument("--llama-model", type=Path, help="a GGUF file (default: the embedded SmolLM2-135M)")
+    parser.add_argument(
+        "--embeddings-model",
+        type=Path,
+        help="a sentence-transformers model folder (default: the embedded all-MiniLM-L6-v2)",
+    )
+    parser.add_argument(
+        "--embeddings-model-id", help="the name the embeddings model reports (default: folder name)"
+    )
+    parser.add_argument(
+        "--embeddings-backend", choices=("onnx", "torch"), help="default: embeddings_backend in cdk.json"
+    )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("LOCAL_API_KEY") or None,
+        help="require `Authorization: Bearer KEY` on the URLs (API-key mode; at least 16 characters; "
+        "default: $LOCAL_API_KEY)",
+    )
+    parser.add_argument(
+        "--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="handler log level"
+    )
+    parser.add_argument("--verbose", action="store_true", help="also echo the emulator's own log lines")
+    for key in FUNCTION_KEYS:
+        invoke_port, url_port = DEFAULT_PORTS[key]
+        parser.add_argument(
+            f"--{key}-invoke-port",
+            type=int,
+            default=_port(f"{key}_invoke_port", invoke_port),
+            help=f"Lambda Invoke API port (default {invoke_port})",
+        )
+        parser.add_argument(
+            f"--{key}-url-port",
+            type=int,
+            default=_port(f"{key}_url_port", url_port),
+            help=f"Function URL port (default {url_port})",
+        )
+    return parser
+
+
+def options_from(args: argparse.Namespace) -> LocalOptions:
+    if args.api_key is not None and len(args.api_key) < 16:
+        raise SystemExit("--api-key must be at least 16 characters long (the handlers refuse shorter keys)")
+    return LocalOptions(
+        only=args.only,
+        llama_model=args.llama_model,
+        embeddings_model=args.embeddings_model,
+        embeddings_model_id=args.embeddings_model_id,
+        embeddings_backend=args.embeddings_backend,
+        api_key=args.api_key,
+        llama_invoke_port=args.llama_invoke_port,
+        llama_url_port=args.llama_url_port,
+        embeddings_invoke_port=args.embeddings_invoke_port,
+        embeddings_url_port=args.embeddings_url_port,
+        log_level=args.log_level,
+    )
+
+
+def _model_name(function: RunningFunction) -> str:
+    """The model id clients must send, as the function lists it on GET /v1/models."""
+    status, body, _ = function.call("GET", "/v1/models")
+    try:
+        if status == 200:
+            return str(json.loads(body)["data"][0]["id"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        pass
+    return "default"
+
+
+def _python_example(*statements: str) -> list[str]:
+    code = "; ".join(["from openai import OpenAI", *statements])
+    return [f"  .venv/bin/python -c {shlex.quote(code)}"]
+
+
+def examples(stack: LocalStack, api_key: str | None) -> list[str]:
+    """Copy-paste calls for the functions that run."""
+    auth = f" -H {shlex.quote('Authorization: Bearer ' + api_key)}" if api_key else ""
+    sdk_key = api_key or "unused"
+    lines = ["Try:"]
+    llama = stack.functions.get("llama")
+    if llama is not None:
+        model = _model_name(llama)
+        chat = {
+            "model": model,
+            "messages": [{"role": "user", "content": "Name three llama facts."}],
+            "max_tokens": 64,
+        }
+        lines += [
+            "  # Function URL (curl, OpenAI-style)",
+            f"  curl -s {llama.url}/v1/chat/completions -H 'content-type: application/json'{auth} \\",
+            f"    -d {shlex.quote(json.dumps(chat))}",
+            "  # Lambda Invoke API (the AWS CLI wants credentials; the emulator ignores them)",
+            "  AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1 \\",
+            f"    aws lambda invoke --endpoint-url {llama.endpoint} --function-name function \\",
+            "    --cli-binary-format raw-in-base64-out \\",
+            """    --payload '{"prompt": "llamas are", "n-generate": 16}' /dev/stdout""",
+            "  # OpenAI SDK",
+            *_python_example(
+                f"c = OpenAI(base_url='{llama.url}/v1', api_key='{sdk_key}')",
+                f"r = c.completions.create(model='{model}', prompt='llamas are', max_tokens=16)",
+                "print(r.choices[0].text)",
+            ),
+        ]
+    embeddings = stack.functions.get("embeddings")
+    if embeddings is not None:
+        model = _model_name(embeddings)
+        lines += [
+            "  # Embeddings, TEI-style and OpenAI-style",
+            f"  curl -s {embeddings.url}/embed -H 'content-type: application/json'{auth} \\",
+            """    -d '{"inputs": ["First text", "Second text"]}'""",
+            *_python_example(
+                f"c = OpenAI(base_url='{embeddings.url}/v1', api_key='{sdk_key}')",
+                f"print(len(c.embeddings.create(model='{model}', input='hi').data[0].embedding))",
+            ),
+        ]
+    return lines
+
+
+def banner(stack: LocalStack, api_key: str | None) -> str:
+    lines = ["", "Serving (Ctrl-C stops everything):"]
+    for function in stack.functions.values():
+        spec = function.plan.spec
+        lines += [
+            f"  {function.key:<11} {function.plan.description}",
+            f"    Function URL  {function.url}",
+            f"    Invoke API    {function.endpoint}   (function name: function; "
+            f"{spec.memory_mb} MB, timeout {spec.timeout_s} s)",
+        ]
+    if api_key:
+        lines.append("  API-key mode: every URL route but GET /health needs `Authorization: Bearer <key>`.")
+    lines += ["", *examples(stack, api_key), ""]
+    return "\n".join(lines)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    options = options_from(args)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    stack = LocalStack([], echo=echo, verbose=args.verbose)
+    try:
+        stack.plans = build_plans(options, echo=echo)
+        stack.start()
+        stack.warm_up()
+        echo(banner(stack, options.api_key))
+        while True:
+            dead = stack.dead_emulators()
+            if dead:
+                echo(f"the emulator of {', '.join(dead)} exited; stopping (see .cache/local/logs/)")
+                return 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        echo("\nstopping...")
+        return 0
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            echo(f"error: a port is already in use ({exc}); choose others with the --*-port flags")
+            return 1
+        raise
+    except (RuntimeError, FileNotFoundError) as exc:
+        echo(f"error: {exc}")
+        return 1
+    finally:
+        # Ctrl-C again while stopping must not leave processes behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stack.stop()
+        echo("stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

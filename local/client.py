@@ -1,0 +1,364 @@
+"""Call the deployed functions (or the local ones) and print the answer and the timings.
+
+Two ways in, as for any Lambda function::
+
+    # the Invoke API, by function name (IAM credentials from the usual AWS chain)
+    python -m local.client invoke --function-name my-stack-llama --payload '{"prompt": "llamas are"}'
+
+    # the Function URL: SigV4-signed for an AWS_IAM URL, or with the API key for an API_KEY URL
+    python -m local.client url https://abc.lambda-url.eu-west-1.on.aws --path /v1/embeddings \\
+        --data '{"input": "hello", "model": "default"}'
+    python -m local.client url https://abc.lambda-url.eu-west-1.on.aws --path /v1/completions \\
+        --api-key-secret-arn arn:aws:secretsmanager:eu-west-1:123456789012:secret:key-AbCdEf --data @r.json
+
+The answer goes to standard output (JSON pretty-printed), the status line and
+timings to standard error, so the answer can be piped. The exit status is 0
+for a 2xx answer without a function error, 1 otherwise, 2 for usage errors.
+
+``--endpoint-url`` points ``invoke`` at ``make local``'s Invoke API
+(``http://127.0.0.1:9000``); botocore then still wants credentials (any
+dummy values do: the emulator ignores them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+import boto3
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+URL_REGION = re.compile(r"\.lambda-url\.([a-z0-9-]+)\.on\.aws$")
+ARN_REGION = re.compile(r"^arn:aws[a-z-]*:secretsmanager:([a-z0-9-]+):")
+REPORT_FIELDS = re.compile(
+    r"(Duration|Billed Duration|Init Duration|Memory Size|Max Memory Used): ([0-9.]+ (?:ms|MB))"
+)
+
+
+class ClientUsageError(Exception):
+    """A problem with the command line or the environment, reported without a traceback."""
+
+
+@dataclass
+class Answer:
+    """One call's outcome: what came back and how long it took."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    function_error: str | None = None
+    report: dict[str, str] = field(default_factory=dict)
+    """Lambda's REPORT line fields (Duration, Billed Duration, Init Duration...) when available."""
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300 and self.function_error is None
+
+
+def region_from_url(url: str) -> str | None:
+    """The region in a Function URL's host name (``<id>.lambda-url.<region>.on.aws``)."""
+    host = urlsplit(url).hostname or ""
+    match = URL_REGION.search(host)
+    return match.group(1) if match else None
+
+
+def region_from_arn(arn: str) -> str | None:
+    match = ARN_REGION.match(arn)
+    return match.group(1) if match else None
+
+
+def parse_report(log_tail: str) -> dict[str, str]:
+    """The fields of the REPORT line in the base64 log tail ``LogType=Tail`` returns."""
+    for line in reversed(log_tail.splitlines()):
+        if line.startswith("REPORT "):
+            return dict(REPORT_FIELDS.findall(line))
+    return {}
+
+
+def read_data(value: str | None) -> bytes | None:
+    """``--data``: inline text, ``@file``, or ``@-`` for standard input."""
+    if value is None:
+        return None
+    if value == "@-":
+        return sys.stdin.buffer.read()
+    if value.startswith("@"):
+        with open(value[1:], "rb") as handle:
+            return handle.read()
+    return value.encode()
+
+
+def fetch_api_key(secret_arn: str, *, region: str | None = None, session: Any = None) -> str:
+    """The API key stored as the secret's string value in Secrets Manager."""
+    session = session or boto3.Session()
+    client = session.client("secretsmanager", region_name=region or region_from_arn(secret_arn))
+    try:
+        value = client.get_secret_value(SecretId=secret_arn).get("SecretString")
+    except (ClientError, BotoCoreError) as exc:
+        raise ClientUsageError(f"cannot read the API key from {secret_arn}: {exc}") from None
+    if not isinstance(value, str) or not value.strip():
+        raise ClientUsageError(f"secret {secret_arn} holds no string value")
+    return value.strip()
+
+
+def sigv4_headers(
+    *,
+    method: str,
+    url: str,
+    body: bytes | None,
+    headers: Mapping[str, str],
+    region: str,
+    session: Any = None,
+) -> dict[str, str]:
+    """Headers for an AWS_IAM Function URL request, signed with SigV4 for service ``lambda``."""
+    session = session or boto3.Session()
+    credentials = session.get_credentials()
+    if credentials is None:
+        raise ClientUsageError(
+            "no AWS credentials found for SigV4 signing (configure a profile, or set AWS_PROFILE "
+            "or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
+        )
+    request = AWSRequest(method=method, url=url, data=body or b"", headers=dict(headers))
+    SigV4Auth(credentials.get_frozen_credentials(), "lambda", region).add_auth(request)
+    return {name: str(value) for name, value in request.headers.items()}
+
+
+def http_call(
+    method: str, url: str, body: bytes | None, headers: Mapping[str, str], *, timeout_s: float
+) -> Answer:
+    """One HTTP request, timing connection, first byte and the whole answer."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ClientUsageError(f"not an http(s) URL: {url}")
+    connection_type = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    connection = connection_type(parts.hostname, parts.port, timeout=timeout_s)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    started = time.perf_counter()
+    try:
+        connection.connect()
+        connected = time.perf_counter()
+        connection.request(method, target, body=body, headers=dict(headers))
+        response = connection.getresponse()
+        first_byte = time.perf_counter()
+        data = response.read()
+        done = time.perf_counter()
+    except OSError as exc:
+        raise ClientUsageError(f"{method} {url} failed: {exc}") from None
+    finally:
+        connection.close()
+    return Answer(
+        status=response.status,
+        body=data,
+        headers={name.lower(): value for name, value in response.getheaders()},
+        timings_ms={
+            "connect": (connected - started) * 1000,
+            "first_byte": (first_byte - started) * 1000,
+            "total": (done - started) * 1000,
+        },
+    )
+
+
+def call_url(
+    base_url: str,
+    *,
+    path: str = "",
+    method: str = "POST",
+    data: bytes | None = None,
+    auth: str = "auto",
+    api_key: str | None = None,
+    api_key_secret_arn: str | None = None,
+    region: str | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+    timeout_s: float = 900.0,
+    session: Any = None,
+) -> Answer:
+    """Call a Function URL with the authentication it needs."""
+    url = base_url.rstrip("/") + ("/" + path.lstrip("/") if path else "")
+    headers = {"accept": "application/json", "user-agent": "lambda-llm-client"}
+    if data is not None:
+        headers["content-type"] = "application/json"
+    headers.update(extra_headers or {})
+    if auth == "auto":
+        if api_key or api_key_secret_arn:
+            auth = "api-key"
+        elif region_from_url(url):
+            auth = "iam"
+        else:
+            auth = "none"
+    if auth == "api-key":
+        key = api_key or (fetch_api_key(api_key_secret_arn, session=session) if api_key_secret_arn else None)
+        if not key:
+            raise ClientUsageError("--auth api-key needs --api-key, API_KEY, or --api-key-secret-arn")
+        headers["authorization"] = f"Bearer {key}"
+    elif auth == "iam":
+        signing_region = region or region_from_url(url) or (session or boto3.Session()).region_name
+        if not signing_region:
+            raise ClientUsageError("cannot tell the region for SigV4 from the URL: pass --region")
+        headers = sigv4_headers(
+            method=method, url=url, body=data, headers=headers, region=signing_region, session=session
+        )
+    elif auth != "none":
+        raise ClientUsageError(f"unknown auth mode {auth!r}: use auto, iam, api-key or none")
+    return http_call(method, url, data, headers, timeout_s=timeout_s)
+
+
+def invoke_function(
+    function_name: str,
+    payload: bytes,
+    *,
+    region: str | None = None,
+    endpoint_url: str | None = None,
+    timeout_s: float = 900.0,
+    session: Any = None,
+) -> Answer:
+    """Invoke a function by name (RequestResponse), asking for the log tail's REPORT line."""
+    session = session or boto3.Session()
+    client = session.client(
+        "lambda",
+        region_name=region,
+        endpoint_url=endpoint_url,
+        config=Config(read_timeout=timeout_s, connect_timeout=10, retries={"max_attempts": 1}),
+    )
+    started = time.perf_counter()
+    try:
+        response = client.invoke(FunctionName=function_name, Payload=payload, LogType="Tail")
+        body = response["Payload"].read()
+    except (ClientError, BotoCoreError) as exc:
+        raise ClientUsageError(f"invoke {function_name} failed: {exc}") from None
+    total = (time.perf_counter() - started) * 1000
+    metadata = response.get("ResponseMetadata", {})
+    log_tail = response.get("LogResult")
+    report = parse_report(base64.b64decode(log_tail).decode("utf-8", "replace")) if log_tail else {}
+    return Answer(
+        status=int(response.get("StatusCode", 0)),
+        body=body,
+        headers={k.lower(): v for k, v in metadata.get("HTTPHeaders", {}).items()},
+        timings_ms={"total": total},
+        function_error=response.get("FunctionError"),
+        report=report,
+    )
+
+
+def render(answer: Answer, out: TextIO, err: TextIO) -> None:
+    """Answer body to ``out`` (pretty JSON when it is JSON), status and timings to ``err``."""
+    try:
+        out.write(json.dumps(json.loads(answer.body), indent=2, ensure_ascii=False) + "\n")
+    except (ValueError, UnicodeDecodeError):
+        out.write(answer.body.decode("utf-8", "replace"))
+        if answer.body and not answer.body.endswith(b"\n"):
+            out.write("\n")
+    line = f"status {answer.status}"
+    if answer.function_error:
+        line += f", function error: {answer.function_error}"
+    timings = ", ".join(
+        f"{name.replace('_', ' ')} {value:.0f} ms" for name, value in answer.timings_ms.items()
+    )
+    err.write(f"{line}; {timings}\n")
+    if answer.report:
+        err.write("lambda: " + ", ".join(f"{name} {value}" for name, value in answer.report.items()) + "\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m local.client",
+        description="Call the functions by name (Invoke API) or through their Function URLs.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    invoke = commands.add_parser("invoke", help="invoke a function by name with boto3")
+    invoke.add_argument("--function-name", required=True, help="name or ARN of the function")
+    invoke.add_argument("--payload", default="{}", help="JSON payload, @file, or @- for stdin")
+    invoke.add_argument("--region", help="AWS region (default: from the AWS configuration)")
+    invoke.add_argument(
+        "--endpoint-url", help="another Invoke API, e.g. http://127.0.0.1:9000 for make local"
+    )
+    invoke.add_argument("--profile", help="AWS profile to use")
+    invoke.add_argument("--timeout", type=float, default=900.0, help="seconds to wait (default 900)")
+
+    url = commands.add_parser("url", help="call a Function URL (SigV4 for AWS_IAM, Bearer key for API_KEY)")
+    url.add_argument("url", help="the Function URL, e.g. https://abc.lambda-url.eu-west-1.on.aws")
+    url.add_argument("--path", default="", help="path to call, e.g. /v1/completions")
+    url.add_argument("--method", default=None, help="HTTP method (default POST with --data, else GET)")
+    url.add_argument("--data", help="request body: JSON text, @file, or @- for stdin")
+    url.add_argument(
+        "--auth",
+        choices=("auto", "iam", "api-key", "none"),
+        default="auto",
+        help="auto: the API key if one is given, SigV4 for *.lambda-url.*.on.aws hosts, else none",
+    )
+    url.add_argument("--api-key", default=os.environ.get("API_KEY"), help="API key (default: $API_KEY)")
+    url.add_argument(
+        "--api-key-secret-arn",
+        default=os.environ.get("API_KEY_SECRET_ARN"),
+        help="read the API key from this Secrets Manager secret (default: $API_KEY_SECRET_ARN)",
+    )
+    url.add_argument("--region", help="region for SigV4 (default: from the URL)")
+    url.add_argument("--profile", help="AWS profile for SigV4 or Secrets Manager")
+    url.add_argument("--header", action="append", default=[], metavar="NAME:VALUE", help="extra header")
+    url.add_argument("--timeout", type=float, default=900.0, help="seconds to wait (default 900)")
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+    session_factory: Callable[..., Any] = boto3.Session,
+) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        session = session_factory(profile_name=args.profile) if args.profile else session_factory()
+        if args.command == "invoke":
+            payload = read_data(args.payload) or b"{}"
+            answer = invoke_function(
+                args.function_name,
+                payload,
+                region=args.region,
+                endpoint_url=args.endpoint_url,
+                timeout_s=args.timeout,
+                session=session,
+            )
+        else:
+            headers = {}
+            for item in args.header:
+                name, sep, value = item.partition(":")
+                if not sep or not name.strip():
+                    raise ClientUsageError(f"--header wants NAME:VALUE, got {item!r}")
+                headers[name.strip()] = value.strip()
+            data = read_data(args.data)
+            answer = call_url(
+                args.url,
+                path=args.path,
+                method=args.method or ("POST" if data is not None else "GET"),
+                data=data,
+                auth=args.auth,
+                api_key=args.api_key,
+                api_key_secret_arn=args.api_key_secret_arn,
+                region=args.region,
+                extra_headers=headers,
+                timeout_s=args.timeout,
+                session=session,
+            )
+    except (ClientUsageError, OSError) as exc:
+        err.write(f"error: {exc}\n")
+        return 2
+    render(answer, out, err)
+    return 0 if answer.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
