@@ -47,14 +47,9 @@ from benchmarks.cost import (
 REPORT_FILTER_PATTERN = '?"REPORT RequestId" ?"platform.report"'
 """CloudWatch Logs filter pattern matching both the text and the JSON record."""
 
-_TEXT = re.compile(
-    r"REPORT\s+RequestId:\s*(?P<id>\S+)"
-    r"\s+Duration:\s*(?P<duration>[\d.]+)\s*ms"
-    r"\s+Billed Duration:\s*(?P<billed>\d+)\s*ms"
-    r"\s+Memory Size:\s*(?P<memory>\d+)\s*MB"
-    r"(?:\s+Max Memory Used:\s*(?P<used>\d+)\s*MB)?"
-    r"(?:\s+Init Duration:\s*(?P<init>[\d.]+)\s*ms)?"
-)
+_REPORT = re.compile(r"REPORT\s+RequestId:\s*(?P<id>[^\s]+)(?P<fields>.*)", re.DOTALL)
+_FIELD = re.compile(r"(?P<name>[A-Za-z][A-Za-z ]*?):\s*(?P<value>\d+(?:\.\d+)?)\s*(?:ms|MB)")
+"""``Name: value unit`` pairs, in any order (the emulator puts Init Duration first)."""
 
 
 @dataclass(frozen=True)
@@ -102,16 +97,20 @@ def parse_line(line: str) -> ReportRecord | None:
             event = None
         if isinstance(event, dict):
             return _from_json(event)
-    match = _TEXT.search(text)
+    match = _REPORT.search(text)
     if match is None:
         return None
+    fields = {f["name"].strip(): f["value"] for f in _FIELD.finditer(match["fields"])}
+    missing = [name for name in ("Duration", "Billed Duration", "Memory Size") if name not in fields]
+    if missing:
+        raise CostInputError(f"REPORT line without {', '.join(missing)}: {text[:200]}")
     return ReportRecord(
         request_id=match["id"],
-        duration_ms=Decimal(match["duration"]),
-        billed_ms=int(match["billed"]),
-        memory_mb=int(match["memory"]),
-        max_memory_used_mb=int(match["used"]) if match["used"] else None,
-        init_ms=Decimal(match["init"]) if match["init"] else None,
+        duration_ms=Decimal(fields["Duration"]),
+        billed_ms=int(Decimal(fields["Billed Duration"])),
+        memory_mb=int(fields["Memory Size"]),
+        max_memory_used_mb=int(fields["Max Memory Used"]) if "Max Memory Used" in fields else None,
+        init_ms=Decimal(fields["Init Duration"]) if "Init Duration" in fields else None,
         source_format="text",
     )
 

@@ -343,6 +343,26 @@ def test_parses_a_cold_report_line_with_init_duration() -> None:
     assert record.init_billed
 
 
+def test_fields_are_read_in_any_order() -> None:
+    # Given the Runtime Interface Emulator's REPORT line, which puts Init Duration first
+    line = (
+        "REPORT RequestId: 79a9a3d9-9632-4717-9ba7-325a7ee00841\tInit Duration: 0.07 ms\t"
+        "Duration: 340.48 ms\tBilled Duration: 341 ms\tMemory Size: 2048 MB\tMax Memory Used: 2048 MB\t"
+    )
+
+    # Then each value lands in its own field
+    record = lambda_logs.parse_line(line)
+    assert record is not None
+    assert (record.init_ms, record.duration_ms, record.billed_ms) == (Decimal("0.07"), Decimal("340.48"), 341)
+
+
+def test_a_report_line_without_billed_duration_is_an_error() -> None:
+    # Given a truncated REPORT line
+    # Then the parser names what is missing rather than pricing a guess
+    with pytest.raises(CostInputError, match="Billed Duration"):
+        lambda_logs.parse_line("REPORT RequestId: abc\tDuration: 12.00 ms\tMemory Size: 128 MB")
+
+
 def test_an_old_zip_cold_start_shows_its_init_was_not_billed() -> None:
     # Given a 2024 zip-function cold start (init reported, not billed)
     record = lambda_logs.parse_line(COLD_ZIP_2024)
