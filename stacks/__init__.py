@@ -1,0 +1,1 @@
+"""The CDK app's infrastructure: configuration, the stack and its function construct."""

@@ -1,0 +1,150 @@
+"""The one stack: the generator and the embeddings function, their URLs and (optionally) the API key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from aws_cdk import Acknowledgment, CfnOutput, Fn, RemovalPolicy, Stack, Validations
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_secretsmanager as secretsmanager
+from constructs import Construct
+
+from stacks.config import AppConfig
+from stacks.inference_function import InferenceFunction
+
+API_KEY_LENGTH = 48
+
+
+class InferenceStack(Stack):
+    """Two container-image Lambda functions with Function URLs, wired from an ``AppConfig``.
+
+    In API-key mode the URLs have auth type NONE and both handlers demand
+    ``Authorization: Bearer <key>``; the key is generated in Secrets Manager,
+    each function gets only the secret's ARN and the right to read that one
+    secret.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: AppConfig,
+        images_dir: Path,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+
+        api_key_mode = config.function_url_auth == "API_KEY"
+        url_auth_type = (
+            lambda_.FunctionUrlAuthType.NONE if api_key_mode else lambda_.FunctionUrlAuthType.AWS_IAM
+        )
+        shared: dict[str, Any] = {
+            "images_dir": images_dir,
+            "hf_token_file": config.hf_token_file,
+            "log_level": config.log_level,
+            "log_retention_days": config.log_retention_days,
+            "url_auth_type": url_auth_type,
+            "cors_allowed_origins": config.cors_allowed_origins,
+        }
+        self.llama = InferenceFunction(
+            self,
+            "Llama",
+            folder="llama",
+            description=f"llama.cpp text generation with {config.llama_model.source}",
+            settings=config.llama,
+            build_args=config.llama_model.build_args(),
+            model_local_path=config.llama_model.local_path,
+            service_name="llama",
+            **shared,
+        )
+        self.embeddings = InferenceFunction(
+            self,
+            "Embeddings",
+            folder="embeddings",
+            description=(
+                f"Text embeddings with {config.embeddings_model.source} ({config.embeddings_model.backend})"
+            ),
+            settings=config.embeddings,
+            build_args=config.embeddings_model.build_args(),
+            model_local_path=config.embeddings_model.local_path,
+            service_name="embeddings",
+            **shared,
+        )
+        functions = {"Llama": self.llama, "Embeddings": self.embeddings}
+
+        self.api_key: secretsmanager.Secret | None = None
+        if api_key_mode:
+            self.api_key = secretsmanager.Secret(
+                self,
+                "ApiKey",
+                description="Bearer key for the inference Function URLs (auth type NONE)",
+                generate_secret_string=secretsmanager.SecretStringGenerator(
+                    password_length=API_KEY_LENGTH,
+                    exclude_punctuation=True,
+                    include_space=False,
+                ),
+                removal_policy=RemovalPolicy.DESTROY,
+            )
+            Validations.of(self.api_key).acknowledge(
+                Acknowledgment(
+                    id="AwsSolutions-SMG4",
+                    reason=(
+                        "A static API key by design: the handlers read it once per cold start and clients "
+                        "hold a copy, so automatic rotation would break callers. Rotate it by hand with "
+                        "`aws secretsmanager put-secret-value` (documented in docs/deploy.md)."
+                    ),
+                )
+            )
+            for part in functions.values():
+                part.role.add_to_policy(
+                    iam.PolicyStatement(
+                        sid="ReadApiKey",
+                        actions=["secretsmanager:GetSecretValue"],
+                        resources=[self.api_key.secret_arn],
+                    )
+                )
+                part.function.add_environment("API_KEY_SECRET_ARN", self.api_key.secret_arn)
+
+        for name, part in functions.items():
+            CfnOutput(
+                self,
+                f"{name}FunctionName",
+                value=part.function.function_name,
+                description=f"{name} function name",
+            )
+            CfnOutput(
+                self,
+                f"{name}FunctionArn",
+                value=part.invoke_target.function_arn,
+                description=(
+                    f"{name} ARN to pass to `aws lambda invoke --function-name` "
+                    "(the 'live' alias when provisioned concurrency is on)"
+                ),
+            )
+            CfnOutput(self, f"{name}FunctionUrl", value=part.url.url, description=f"{name} Function URL")
+
+        if self.api_key is not None:
+            CfnOutput(
+                self,
+                "ApiKeySecretArn",
+                value=self.api_key.secret_arn,
+                description="Secrets Manager secret holding the Bearer key of both URLs",
+            )
+            CfnOutput(
+                self,
+                "ApiKeyCommand",
+                value=Fn.join(
+                    "",
+                    [
+                        "aws secretsmanager get-secret-value --secret-id ",
+                        self.api_key.secret_arn,
+                        " --region ",
+                        self.region,
+                        " --query SecretString --output text",
+                    ],
+                ),
+                description="Prints the API key (the key itself is never an output)",
+            )

@@ -1,0 +1,229 @@
+"""The configuration: cdk.json context (and -c overrides) validated into a frozen AppConfig."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app import IMAGES_DIR, PROJECT_DIR, cdk_json_context, load_config
+from stacks.config import KNOWN_KEYS, AppConfig, ConfigError
+
+
+def config_with(overrides: dict[str, Any], *, images_dir: Path = IMAGES_DIR) -> AppConfig:
+    """What the app sees: cdk.json's context with -c style overrides, null keys dropped like the CLI."""
+    context = {k: v for k, v in {**cdk_json_context(), **overrides}.items() if v is not None}
+    return AppConfig.from_context(context, images_dir=images_dir, project_dir=PROJECT_DIR)
+
+
+def test_cdk_json_lists_every_setting() -> None:
+    # Given the context block of cdk.json
+    context = cdk_json_context()
+    # Then every key the app reads is listed there (null for the optional ones)
+    assert KNOWN_KEYS <= context.keys()
+
+
+def test_defaults_from_cdk_json() -> None:
+    # When the app reads cdk.json without overrides
+    config = load_config()
+    # Then the documented defaults come out, typed
+    assert config.stack_name == "LlmInference"
+    assert (config.llama.memory_mb, config.llama.architecture, config.llama.timeout_s) == (8192, "x86_64", 300)
+    assert (config.embeddings.memory_mb, config.embeddings.timeout_s) == (2048, 60)
+    assert config.llama.platform == "linux/amd64"
+    assert config.llama.ephemeral_storage_mb == config.embeddings.ephemeral_storage_mb == 512
+    assert config.llama.reserved_concurrency is None and config.llama.provisioned_concurrency == 0
+    assert config.llama.threads is None and config.embeddings.threads is None
+    assert config.llama_model.build_args() == {
+        "MODEL_REPO": "Qwen/Qwen2.5-1.5B-Instruct-GGUF",
+        "MODEL_FILE": "qwen2.5-1.5b-instruct-q4_k_m.gguf",
+        "MODEL_REVISION": "main",
+        "MODEL_LOCAL_PATH": "",
+    }
+    assert config.embeddings_model.build_args() == {
+        "MODEL_ID": "intfloat/multilingual-e5-small",
+        "MODEL_REVISION": "main",
+        "MODEL_LOCAL_PATH": "",
+        "BACKEND": "onnx",
+        "TORCH_INDEX_URL": "https://download.pytorch.org/whl/cpu",
+    }
+    assert config.function_url_auth == "AWS_IAM"
+    assert config.cors_allowed_origins == ()
+    assert (config.log_retention_days, config.log_level, config.hf_token_file) == (30, "INFO", None)
+
+
+def test_config_is_frozen() -> None:
+    config = load_config()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.llama.memory_mb = 1  # type: ignore[misc]
+
+
+def test_command_line_strings_are_parsed() -> None:
+    # Given overrides as `-c key=value` delivers them: always strings
+    config = config_with(
+        {
+            "llama_memory_mb": "10240",
+            "embeddings_architecture": "arm64",
+            "llama_threads": "4",
+            "llama_reserved_concurrency": "3",
+            "llama_provisioned_concurrency": "2",
+            "embeddings_reserved_concurrency": "0",
+            "cors_allowed_origins": "https://app.example.com, http://localhost:3000",
+            "log_retention_days": "7",
+            "log_level": "debug",
+            "function_url_auth": "API_KEY",
+        }
+    )
+    # Then they come out typed
+    assert config.llama.memory_mb == 10240
+    assert config.embeddings.architecture == "arm64" and config.embeddings.platform == "linux/arm64"
+    assert config.llama.threads == 4
+    assert (config.llama.reserved_concurrency, config.llama.provisioned_concurrency) == (3, 2)
+    assert config.embeddings.reserved_concurrency == 0
+    assert config.cors_allowed_origins == ("https://app.example.com", "http://localhost:3000")
+    assert (config.log_retention_days, config.log_level, config.function_url_auth) == (7, "DEBUG", "API_KEY")
+
+
+@pytest.mark.parametrize("unset", ["", "none", "null"])
+def test_optional_values_can_be_unset_from_the_command_line(unset: str) -> None:
+    config = config_with({"llama_threads": unset, "llama_reserved_concurrency": unset})
+    assert config.llama.threads is None and config.llama.reserved_concurrency is None
+
+
+def test_cors_origins_as_a_json_list() -> None:
+    config = config_with({"cors_allowed_origins": ["*"]})
+    assert config.cors_allowed_origins == ("*",)
+
+
+RETENTIONS = "1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "allowed"),
+    [
+        ("llama_memory_mb", 100, "must be an integer from 128 to 10240 (MB)"),
+        ("llama_memory_mb", 20000, "must be an integer from 128 to 10240 (MB)"),
+        ("embeddings_memory_mb", "lots", "must be an integer from 128 to 10240 (MB)"),
+        ("llama_memory_mb", True, "must be an integer from 128 to 10240 (MB)"),
+        ("llama_memory_mb", 1024.5, "must be an integer from 128 to 10240 (MB)"),
+        ("llama_architecture", "x86", "must be one of x86_64 | arm64"),
+        ("embeddings_architecture", "aarch64", "must be one of x86_64 | arm64"),
+        ("llama_timeout_s", 901, "must be an integer from 1 to 900 (seconds)"),
+        ("embeddings_timeout_s", 0, "must be an integer from 1 to 900 (seconds)"),
+        ("llama_ephemeral_storage_mb", 256, "must be an integer from 512 to 10240 (MB)"),
+        ("llama_reserved_concurrency", -1, "must be unset (null) or an integer from 0 or more"),
+        ("embeddings_provisioned_concurrency", -2, "must be an integer, 0 or more"),
+        ("llama_threads", 0, "must be unset (null) or an integer from 1 to 6"),
+        ("embeddings_threads", 7, "must be unset (null) or an integer from 1 to 6"),
+        ("function_url_auth", "OPEN", "must be one of AWS_IAM | API_KEY"),
+        ("function_url_auth", "NONE", "auth NONE is only offered as API_KEY"),
+        ("log_retention_days", 8, f"must be one of CloudWatch Logs' retention periods: {RETENTIONS}"),
+        ("log_retention_days", "forever", "retention periods"),
+        ("log_level", "LOUD", "must be one of DEBUG | INFO | WARNING | ERROR | CRITICAL"),
+        ("stack_name", "1stack", "must be a CloudFormation stack name"),
+        ("stack_name", "my_stack", "must be a CloudFormation stack name"),
+        ("llama_model_repo", "not a repo", "must be a Hugging Face repository id like ORG/NAME"),
+        ("llama_model_repo", "just-a-name", "must be a Hugging Face repository id like ORG/NAME"),
+        ("llama_model_file", "model.bin", "must be a .gguf file name inside the repository"),
+        ("llama_model_file", "../x.gguf", "must be a .gguf file name inside the repository"),
+        ("llama_model_revision", "main branch", "must be a branch, tag or commit hash"),
+        ("embeddings_model_id", "e5", "must be a Hugging Face repository id like ORG/NAME"),
+        ("embeddings_model_revision", "", "must be a branch, tag or commit hash"),
+        ("embeddings_backend", "tensorflow", "must be one of onnx | torch"),
+        ("embeddings_torch_index_url", "download.pytorch.org", "must be an http(s) URL of a pip index"),
+        ("cors_allowed_origins", "https://app.example.com/", "each must be '*' or scheme://host[:port]"),
+        ("cors_allowed_origins", "app.example.com", "each must be '*' or scheme://host[:port]"),
+        ("cors_allowed_origins", 5, "must be a list of origins"),
+        ("cors_allowed_origins", [f"https://h{n}.example" for n in range(101)], "at most 100"),
+        ("llama_model_local_path", "/abs/model.gguf", "relative to lambda_images/ and inside llama/"),
+        ("llama_model_local_path", "embeddings/models/x.gguf", "inside llama/"),
+        ("llama_model_local_path", "llama/../common/x.gguf", "inside llama/"),
+        ("llama_model_local_path", "llama/models/absent.gguf", "no such .gguf file"),
+        ("embeddings_model_local_path", "embeddings/models/absent", "no such folder"),
+        ("hf_token_file", "no/such/token", "must be unset (null) or the path of an existing file"),
+    ],
+)
+def test_bad_value_fails_naming_key_value_and_what_is_allowed(key: str, value: Any, allowed: str) -> None:
+    # When a setting has a bad value
+    with pytest.raises(ConfigError) as caught:
+        config_with({key: value})
+    # Then the one problem names the key, shows the value and says what is allowed
+    (problem,) = caught.value.problems
+    assert problem.startswith(f"{key} = {value!r}: ")
+    assert allowed in problem
+    assert problem in str(caught.value)
+
+
+def test_every_bad_value_is_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as caught:
+        config_with({"llama_memory_mb": 100, "embeddings_timeout_s": 901, "log_level": "LOUD"})
+    assert [p.split(" = ")[0] for p in caught.value.problems] == [
+        "llama_memory_mb",
+        "embeddings_timeout_s",
+        "log_level",
+    ]
+
+
+def test_a_mistyped_key_is_reported() -> None:
+    # Given a typo that would otherwise be silently ignored
+    with pytest.raises(ConfigError) as caught:
+        config_with({"lama_memory_mb": "4096"})
+    (problem,) = caught.value.problems
+    assert problem.startswith("lama_memory_mb = '4096': is not a setting of this app")
+    assert "llama_memory_mb" in problem
+
+
+def test_cdk_internal_context_keys_are_not_mistaken_for_settings() -> None:
+    config = config_with({"aws:cdk:enable-path-metadata": True, "@aws-cdk/core:newStyleStackSynthesis": True})
+    assert config.stack_name == "LlmInference"
+
+
+def test_a_missing_required_key_is_reported() -> None:
+    context = {k: v for k, v in cdk_json_context().items() if v is not None and k != "llama_memory_mb"}
+    with pytest.raises(ConfigError) as caught:
+        AppConfig.from_context(context, images_dir=IMAGES_DIR, project_dir=PROJECT_DIR)
+    assert caught.value.problems == ("llama_memory_mb is missing: add it to the context block of cdk.json",)
+
+
+def test_provisioned_concurrency_cannot_exceed_reserved() -> None:
+    with pytest.raises(ConfigError) as caught:
+        config_with({"llama_reserved_concurrency": 1, "llama_provisioned_concurrency": 2})
+    (problem,) = caught.value.problems
+    assert problem == (
+        "llama_provisioned_concurrency = 2: must not exceed llama_reserved_concurrency (1) when that is set"
+    )
+
+
+def test_local_models_are_checked_against_the_build_context(tmp_path: Path) -> None:
+    # Given a build context with a GGUF file and an embeddings model folder
+    (tmp_path / "llama" / "models").mkdir(parents=True)
+    (tmp_path / "llama" / "models" / "tiny.gguf").write_bytes(b"GGUF")
+    (tmp_path / "embeddings" / "models" / "mini").mkdir(parents=True)
+    (tmp_path / "embeddings" / "models" / "weights.bin").write_bytes(b"x")
+    # When they are chosen
+    config = config_with(
+        {
+            "llama_model_local_path": "llama/models/tiny.gguf",
+            "embeddings_model_local_path": "embeddings/models/mini",
+        },
+        images_dir=tmp_path,
+    )
+    # Then their paths become the MODEL_LOCAL_PATH build arguments
+    assert config.llama_model.build_args()["MODEL_LOCAL_PATH"] == "llama/models/tiny.gguf"
+    assert config.embeddings_model.build_args()["MODEL_LOCAL_PATH"] == "embeddings/models/mini"
+    assert config.llama_model.source == "llama/models/tiny.gguf"
+    # And a folder where a file is expected (and the reverse) is refused
+    with pytest.raises(ConfigError, match="no such .gguf file"):
+        config_with({"llama_model_local_path": "llama/models"}, images_dir=tmp_path)
+    with pytest.raises(ConfigError, match="no such folder"):
+        config_with({"embeddings_model_local_path": "embeddings/models/weights.bin"}, images_dir=tmp_path)
+
+
+def test_hf_token_file_resolves_relative_to_the_project(tmp_path: Path) -> None:
+    token = tmp_path / "hf-token"
+    token.write_text("hf_dummy\n")
+    assert config_with({"hf_token_file": str(token)}).hf_token_file == token.resolve()
+    relative = config_with({"hf_token_file": "cdk.json"}).hf_token_file  # any existing project file
+    assert relative == (PROJECT_DIR / "cdk.json").resolve()
