@@ -47,13 +47,14 @@ def build_app(
     context: Mapping[str, Any] | None = None,
     *,
     outdir: str | None = None,
-    images_dir: Path = IMAGES_DIR,
+    images_dir: Path | None = None,
 ) -> tuple[cdk.App, InferenceStack]:
     """The app and its stack.
 
     ``context`` adds to what the CDK CLI passes; tests pass ``cdk_json_context()`` plus
     overrides, as the CLI would (null values dropped, as the CLI does).
     """
+    images_dir = images_dir or IMAGES_DIR
     given = {key: value for key, value in (context or {}).items() if value is not None}
     app = cdk.App(context=given or None, outdir=outdir)
     config = AppConfig.from_context(
@@ -66,7 +67,8 @@ def build_app(
         images_dir=images_dir,
         description="Private pay-per-use LLM inference: llama.cpp generation and text embeddings on Lambda",
     )
-    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    # Acknowledged findings are also written into the template metadata, as an audit trail.
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app, write_suppressions_to_cloud_formation=True))
     return app, stack
 
 
