@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# System packages for the container-image tests (`make test-images`) on Debian
+# bookworm, and the project's own podman configuration. Idempotent and quick
+# once done; runs as root, or through sudo when not root.
+#
+#   podman + runc  build the images from the CDK asset manifest and run them
+#                  (crun is not installed: it fails on hybrid cgroup v1 kernels)
+#   netavark       podman's network stack (a hard dependency; the tests use only
+#                  --network=host for builds and --network=none for runs)
+#   mmdebstrap     builds the stand-in base image from Debian packages
+#   qemu-user-static  runs the generator on an emulated CPU without AVX-512,
+#                  inside its own container (a static binary can be mounted in);
+#   qemu-user      the same emulator for host programs (qemu-x86_64 -cpu Haswell)
+#   uidmap         newuidmap/newgidmap, for rootless podman and mmdebstrap
+#
+# The podman settings go to .cache/containers/containers.conf, not /etc: local/images.py
+# points CONTAINERS_CONF at it for every podman call, so the machine's global
+# configuration is left alone.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+PACKAGES=(podman runc netavark mmdebstrap qemu-user qemu-user-static uidmap)
+CONF_DIR=.cache/containers
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "setup-system: needs a Debian (bookworm) machine with apt-get; install ${PACKAGES[*]} yourself" >&2
+    exit 1
+fi
+
+missing=()
+for package in "${PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q '^install ok installed$'; then
+        missing+=("$package")
+    fi
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ]; then
+        as_root=()
+    elif command -v sudo >/dev/null 2>&1; then
+        as_root=(sudo)
+    else
+        echo "setup-system: installing ${missing[*]} needs root; run as root or install sudo" >&2
+        exit 1
+    fi
+    say "installing ${missing[*]}"
+    "${as_root[@]}" apt-get update -qq
+    # Recommends are left out on purpose: they pull crun, buildah's CLI,
+    # fuse-overlayfs, slirp4netns and binfmt registrations, none of which the tests use.
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The settings this kernel and machine need (see ../shared/FACTS.md):
+#   runtime = runc          crun cannot create containers on hybrid cgroups
+#   default_ulimits         podman's defaults (from the host's hard limits) are refused
+#   cgroupfs, file events   no systemd or journald to talk to
+#   netavark                silences the unused CNI config Debian ships in /etc/cni
+mkdir -p "$CONF_DIR"
+conf=$CONF_DIR/containers.conf
+want=$(
+    cat <<'EOF'
+# Written by scripts/setup-system.sh; used through CONTAINERS_CONF by local/images.py.
+[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+
+[network]
+network_backend = "netavark"
+EOF
+)
+if [ ! -f "$conf" ] || [ "$(cat "$conf")" != "$want" ]; then
+    say "writing $conf"
+    printf '%s\n' "$want" >"$conf"
+fi
+
+if ! CONTAINERS_CONF=$PWD/$conf podman info --format '{{.Host.OCIRuntime.Name}}' >/dev/null; then
+    echo "setup-system: podman is installed but \`podman info\` fails with $conf" >&2
+    exit 1
+fi
+say "system packages ready: $(podman --version), $(mmdebstrap --version), $(qemu-x86_64 --version | head -n1)"
