@@ -1,0 +1,513 @@
+"""Everything published about performance, rendered from benchmarks/results.json.
+
+    python -m benchmarks.report            # results.md, docs/performance.md, charts/*.png
+    python -m benchmarks.report --readme   # also the README block between the bench markers
+
+No number in these files is typed by hand: each comes from results.json, and
+every projected figure is printed next to the assumption it rests on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+RESULTS = BENCH_DIR / "results.json"
+README = ROOT / "README.md"
+PERFORMANCE_DOC = ROOT / "docs" / "performance.md"
+START_MARKER = "<!-- bench:start -->"
+END_MARKER = "<!-- bench:end -->"
+LATENCY_CHART = "embeddings_latency_by_batch.png"
+COST_CHART = "cost_per_million_by_memory.png"
+PROJECTION_LABEL = "Projection, not a measurement"
+
+
+class ReportError(RuntimeError):
+    """The results or the README cannot be rendered as asked."""
+
+
+def lookup(results: dict[str, Any], dotted: str) -> Any:
+    """``lookup(r, "llama.cold_start_s")`` -> r["llama"]["cold_start_s"]; KeyError names the path."""
+    node: Any = results
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(f"results.json has no {dotted} (missing {part!r})")
+        node = node[part]
+    return node
+
+
+def load(path: Path = RESULTS) -> dict[str, Any]:
+    if not path.is_file():
+        raise ReportError(f"{path} does not exist: run `make bench` first")
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+# ------------------------------------------------------------------ number formatting
+
+
+def num(value: float | None, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:,.{digits}f}"
+
+
+def ratio(value: float | None) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.2f}x"
+
+
+def spread(summary: dict[str, Any] | None, digits: int = 1) -> str:
+    """``median (IQR p25-p75)`` or ``median (min-max)`` for few samples."""
+    if not summary:
+        return "n/a"
+    if summary["n"] < 4:
+        low, high = num(summary["min"], digits), num(summary["max"], digits)
+        return f"{num(summary['median'], digits)} (min {low}, max {high})"
+    return (
+        f"{num(summary['median'], digits)} (IQR {num(summary['p25'], digits)}-{num(summary['p75'], digits)})"
+    )
+
+
+def usd(value: float) -> str:
+    if value >= 1:
+        return f"${value:,.2f}"
+    return f"${value:#.3g}" if value >= 0.0001 else f"${value:.2e}"
+
+
+def yes_no(flag: bool | None) -> str:
+    return "n/a" if flag is None else ("yes" if flag else "no")
+
+
+# ------------------------------------------------------------------ sections
+
+
+def machine_line(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    flags = "with AVX-512" if m.get("avx512") else "without AVX-512"
+    busy = results.get("busy", {})
+    load = busy.get("load_before")
+    load_text = f"; load average before {', '.join(str(x) for x in load)}" if load else ""
+    warning = f" **{busy['warning']}**" if busy.get("warning") else ""
+    return (
+        f"{m['cpu_model']} ({m['architecture']}, {flags}), {m['visible_cpus']} visible CPUs, "
+        f"{num(m.get('memory_gib'))} GiB, Linux {m['kernel']}, Python {m['python']}; "
+        f"run {m['date']}{load_text}.{warning}"
+    )
+
+
+def summary_table(results: dict[str, Any]) -> list[str]:
+    lm = results["llama"]
+    em = results["embeddings"]
+    sp = lm["spread"]
+    es = em["spread"]
+    rows = [
+        "| | through the handler (emulator) | bare library | handler / bare |",
+        "| --- | --- | --- | --- |",
+        f"| Generator cold start, process start to first token (s) | {spread(sp['cold_start_s'], 2)} "
+        f"| {spread(sp['bare_cold_start_s'], 2)} | {ratio(lm['handler_vs_bare_cold_start'])} |",
+        f"| Generator warm generation (tokens/s) | {spread(sp['handler_tokens_per_s'])} "
+        f"| {spread(sp['bare_tokens_per_s'])} | {ratio(lm['handler_vs_bare_tokens_per_s'])} |",
+        f"| Generator prompt processing (tokens/s) | {spread(sp['handler_prompt_tokens_per_s'])} "
+        f"| {spread(sp['bare_prompt_tokens_per_s'])} | {ratio(lm['handler_vs_bare_prompt_tokens_per_s'])} |",
+        f"| Generator time to first token, short prompt (ms) | {spread(sp['handler_ttft_ms'])} "
+        f"| {spread(sp['bare_ttft_ms'])} | {ratio(lm['handler_vs_bare_ttft'])} |",
+        f"| Generator time to first token, {num(lm['long_prompt_tokens'], 0)}-token prompt (ms) "
+        f"| {spread(sp['handler_long_prompt_ttft_ms'])} | {spread(sp['bare_long_prompt_ttft_ms'])} | |",
+        f"| Embeddings cold start, process start to first vector (s) | {spread(es['cold_start_s'], 2)} "
+        f"| {spread(es['bare_cold_start_s'], 2)} | {ratio(em['handler_vs_bare_cold_start'])} |",
+        f"| Embeddings warm, one {num(em['text_tokens'], 0)}-token text: p50 / p95 (ms) "
+        f"| {num(em['handler_p50_ms'])} / {num(em['handler_p95_ms'])} "
+        f"| {num(em['bare_p50_ms'])} / {num(em['bare_p95_ms'])} | {ratio(em['handler_vs_bare_p50'])} |",
+        f"| Embeddings warm, {em['batch_texts']} texts of {num(em['batch_text_tokens'], 0)} tokens: "
+        "p50 / p95 (ms) "
+        f"| {num(em['batch_handler_p50_ms'])} / {num(em['batch_handler_p95_ms'])} "
+        f"| {num(em['batch_bare_p50_ms'])} / {num(em['batch_bare_p95_ms'])} "
+        f"| {ratio(em['batch_handler_vs_bare_p50'])} |",
+        f"| Embeddings throughput at the best batch size ({em['best_batch']}) (tokens/s) "
+        f"| {num(em['tokens_per_s'], 0)} | {num(em['bare_tokens_per_s'], 0)} "
+        f"| {ratio(em['tokens_per_s'] / em['bare_tokens_per_s'])} |",
+    ]
+    return rows
+
+
+def models_line(results: dict[str, Any]) -> str:
+    lm = results["llama"]
+    em = results["embeddings"]
+    return (
+        f"Generator: `{lm['model']}` at {lm['memory_mb']:,} MB, {lm['threads']} thread(s) "
+        f"(greedy, {lm['settings']['n_generate']} generated tokens, n_ctx {lm['settings']['n_ctx']}). "
+        f"Embeddings: `{em['model']}` ({em['backend']} backend) at {em['memory_mb']:,} MB, "
+        f"{em['threads']} thread(s)."
+    )
+
+
+def threads_line(results: dict[str, Any]) -> str:
+    lm = results["llama"]
+    if "thread_sweep" not in lm:
+        return "Thread sweep: not run."
+    speeds = ", ".join(
+        f"{row['threads']}: {num(row['tokens_per_s']['median'])} tokens/s" for row in lm["thread_sweep"]
+    )
+    return (
+        f"Generator thread sweep (bare library, generation): {speeds}. Best here: {lm['best_threads']} "
+        f"thread(s); the handler's default here ({lm['threads']}) reaches "
+        f"{num(100 * lm['default_threads_vs_best'], 0)}% of the best "
+        f"(within 10%: {yes_no(lm['default_threads_within_10pct'])})."
+    )
+
+
+def projection_table(results: dict[str, Any], memory_sizes: Sequence[int] | None = None) -> list[str]:
+    proj = results["projection"]
+    series = proj["series"]
+    wanted = set(memory_sizes) if memory_sizes else None
+    head = "| memory (MB) | threads | " + " | ".join(f"{s['label']} ($/M tokens)" for s in series) + " |"
+    rows = [
+        f"**{proj['assumption']}** {proj['visible_cpus_assumption']}. "
+        f"Prices: {proj['architecture']} in {proj['region']}, checked {proj['prices_checked']}.",
+        "",
+        head,
+        "| --- | --- | " + " | ".join("---" for _ in series) + " |",
+    ]
+    for row in proj["rows"]:
+        if wanted is not None and row["memory_mb"] not in wanted:
+            continue
+        cells = " | ".join(f"{usd(row[s['key'] + '_usd_per_million'])} (projected)" for s in series)
+        rows.append(f"| {row['memory_mb']:,} | {row['threads']} | {cells} |")
+    managed = ", ".join(f"{m['name']} ${m['usd_per_million']}" for m in proj.get("managed", []))
+    if managed:
+        rows += ["", f"For comparison, managed services per million tokens: {managed}."]
+    return rows
+
+
+def batch_table(results: dict[str, Any]) -> list[str]:
+    em = results["embeddings"]
+    rows = [
+        f"Texts of {num(em['batch_text_tokens'], 0)} tokens each; medians over {em['repeats']} runs, "
+        "spread as IQR (or min-max under 4 runs).",
+        "",
+        "| batch | handler latency (ms) | bare latency (ms) | handler tokens/s | bare tokens/s |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for row in em["by_batch"]:
+        rows.append(
+            f"| {row['batch']} | {spread(row['handler_ms'])} | {spread(row['bare_ms'])} "
+            f"| {num(row['handler_tokens_per_s'], 0)} | {num(row['bare_tokens_per_s'], 0)} |"
+        )
+    return rows
+
+
+def cold_parts(results: dict[str, Any]) -> list[str]:
+    lm = results["llama"]["cold_start_parts"]
+    em = results["embeddings"]["cold_start_parts"]
+    rows = [
+        "| part (median) | generator | embeddings |",
+        "| --- | --- | --- |",
+        f"| emulator ready (s) | {num(lm['emulator_ready_s'], 2)} | {num(em['emulator_ready_s'], 2)} |",
+        f"| init phase, as the emulator reports it (ms) | {num(lm['rie_init_ms'], 0)} "
+        f"| {num(em['rie_init_ms'], 0)} |",
+        f"| init measured by the handler: imports + model load (ms) | {num(lm['handler_init_ms'], 0)} "
+        f"| {num(em['handler_init_ms'], 0)} |",
+        f"| first request after init, as the handler times it (ms) | {num(lm['first_token_ms'], 0)} "
+        f"| {num(em['first_request_ms'], 0)} |",
+        f"| whole first invoke (s) | {num(lm['first_invoke_s'], 2)} | {num(em['first_invoke_s'], 2)} |",
+    ]
+    for name, value in sorted(em.get("handler_parts_ms", {}).items()):
+        rows.append(f"| embeddings init part: {name} (ms) | | {num(value, 0)} |")
+    return rows
+
+
+def command_line(results: dict[str, Any]) -> str:
+    return f"`{results['command']}`" + (
+        " (quick mode: few repeats, for tests)" if results.get("quick") else ""
+    )
+
+
+def render_results_md(results: dict[str, Any]) -> str:
+    out = [
+        "# Benchmark results",
+        "",
+        f"Generated by `python -m benchmarks.report` from `benchmarks/results.json`; measured with "
+        f"{command_line(results)}.",
+        "",
+        f"Machine: {machine_line(results)}",
+        "",
+        models_line(results),
+        "",
+        "## Measured here",
+        "",
+        *summary_table(results),
+        "",
+        threads_line(results),
+        "",
+        "## Cold start, in parts",
+        "",
+        *cold_parts(results),
+        "",
+        "## Embeddings by batch size",
+        "",
+        *batch_table(results),
+        "",
+        "## Projected to Lambda",
+        "",
+        *projection_table(results),
+        "",
+        "## Machine",
+        "",
+        "```json",
+        json.dumps(results["machine"], indent=2),
+        "```",
+        "",
+    ]
+    return "\n".join(out)
+
+
+METHOD = """\
+## How it is measured
+
+`make bench` (`python -m benchmarks`) runs both functions the way Lambda runs
+them, through the real handlers under the Lambda Runtime Interface Emulator
+(`local/rie.py`: the real `awslambdaric` runtime client behind the real
+emulator), and runs the same work with the bare libraries in the same process
+run: llama-cpp-python's `Llama` built with the handler's settings, and the
+embedding model's bare pipeline. Handler and bare runs alternate, and the side
+that goes first alternates too, so drift on a shared machine hits both alike.
+
+- **Cold start** is process start to first result: a fresh emulator is started
+  and invoked once (the emulator starts the runtime on the first invoke, which
+  pays the init phase as on Lambda); the bare side spawns a fresh Python that
+  imports the library, loads the model and computes one result. The operating
+  system's file cache is warm, unlike a first start on a Lambda host, which
+  pulls the image lazily.
+- **Generator speeds** come from wall-clock differences of requests that differ
+  in one thing: a short prompt with one generated token (time to first token),
+  a long prompt with one token (prompt processing = extra prompt tokens / extra
+  time) and a short prompt with many tokens (generation = extra tokens / extra
+  time). Every prompt opens with a new number so no prompt is reused from the
+  KV cache.
+- **Thread sweep**: generation and prompt speed of the bare library at every
+  thread count from 1 to the visible CPUs, in rotating order.
+- **Embeddings**: warm latency of one long text (the model's limit if it is
+  below 512 tokens) and of a batch of 32 texts; throughput in tokens per second
+  at batch sizes 1 to 64.
+- **Projection to Lambda**: single-thread speeds measured here, scaled by the
+  CPU share Lambda grants at each memory size and priced with the cost model
+  (`docs/cost.md`). Labelled as a projection wherever it appears.
+
+Every figure is a median over repeats with its spread; the raw values are in
+`benchmarks/results.json`.
+"""
+
+
+def render_performance_doc(results: dict[str, Any]) -> str:
+    body = render_results_md(results).split("\n", 2)[2]
+    return "\n".join(
+        [
+            "# Performance",
+            "",
+            "<!-- generated by `python -m benchmarks.report` from benchmarks/results.json; do not edit -->",
+            "",
+            METHOD,
+            body,
+            "",
+            f"![Embeddings latency by batch size](../benchmarks/charts/{LATENCY_CHART})",
+            "",
+            f"![{PROJECTION_LABEL}: cost per million tokens by memory size]"
+            f"(../benchmarks/charts/{COST_CHART})",
+            "",
+        ]
+    )
+
+
+def render_readme_block(results: dict[str, Any]) -> str:
+    proj = results["projection"]
+    default_sizes = [results["llama"]["memory_mb"], results["embeddings"]["memory_mb"], 1769, 3538, 10240]
+    lines = [
+        START_MARKER,
+        "<!-- generated by `python -m benchmarks.report --readme` from benchmarks/results.json; "
+        "do not edit -->",
+        "",
+        f"Measured with {command_line(results)} on {machine_line(results)}",
+        "",
+        models_line(results),
+        "",
+        *summary_table(results),
+        "",
+        threads_line(results),
+        "",
+        f"![Embeddings latency by batch size](benchmarks/charts/{LATENCY_CHART})",
+        "",
+        *projection_table(results, sorted(set(default_sizes) & {r["memory_mb"] for r in proj["rows"]})),
+        "",
+        f"![{PROJECTION_LABEL}: cost per million tokens by memory size](benchmarks/charts/{COST_CHART})",
+        "",
+        "Method, every table and the raw numbers: [docs/performance.md](docs/performance.md), "
+        "[benchmarks/results.json](benchmarks/results.json).",
+        END_MARKER,
+    ]
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, block: str) -> bool:
+    """Replace the text between the bench markers; True if the file changed."""
+    if not readme.is_file():
+        raise ReportError(f"{readme} does not exist")
+    text = readme.read_text()
+    start = text.find(START_MARKER)
+    end = text.find(END_MARKER)
+    if start < 0 or end < 0 or end < start:
+        raise ReportError(
+            f"{readme} has no `{START_MARKER}` ... `{END_MARKER}` block: add both markers where the "
+            "performance section belongs, then run this again"
+        )
+    updated = text[:start] + block + text[end + len(END_MARKER) :]
+    if updated == text:
+        return False
+    readme.write_text(updated)
+    return True
+
+
+# ------------------------------------------------------------------ charts
+
+
+def charts(results: dict[str, Any], out_dir: Path) -> list[Path]:
+    os.environ.setdefault("MPLCONFIGDIR", "/tmp/matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    em = results["embeddings"]
+    batches = [row["batch"] for row in em["by_batch"]]
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    for side, style in (("handler", "o-"), ("bare", "s--")):
+        medians = [row[f"{side}_ms"]["median"] for row in em["by_batch"]]
+        low = [row[f"{side}_ms"]["median"] - row[f"{side}_ms"]["p25"] for row in em["by_batch"]]
+        high = [row[f"{side}_ms"]["p75"] - row[f"{side}_ms"]["median"] for row in em["by_batch"]]
+        label = "through the handler (emulator)" if side == "handler" else "bare library"
+        ax.errorbar(batches, medians, yerr=[low, high], fmt=style, capsize=3, label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(batches, [str(b) for b in batches])
+    ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel(f"texts per request ({num(em['batch_text_tokens'], 0)} tokens each)")
+    ax.set_ylabel("latency, median and IQR (ms)")
+    ax.set_title(
+        f"Embeddings latency by batch size (measured)\n"
+        f"{em['model']}, {em['backend']}, {em['threads']} thread(s)",
+        fontsize=10,
+    )
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.text(
+        0.01,
+        0.01,
+        f"Measured on {results['machine']['cpu_model']}, {results['machine']['date'][:10]}",
+        fontsize=7,
+    )
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    path = out_dir / LATENCY_CHART
+    fig.savefig(path)
+    plt.close(fig)
+    written.append(path)
+
+    proj = results["projection"]
+    memory = [row["memory_mb"] for row in proj["rows"]]
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    for s in proj["series"]:
+        ax.plot(memory, [row[s["key"] + "_usd_per_million"] for row in proj["rows"]], "o-", label=s["label"])
+    by_price: dict[str, list[str]] = {}
+    for m in proj.get("managed", []):
+        by_price.setdefault(m["usd_per_million"], []).append(m["name"])
+    for price, names in by_price.items():
+        ax.axhline(float(price), linestyle=":", color="grey")
+        ax.annotate(
+            f"{' / '.join(names)}: ${price}",
+            (memory[-1], float(price)),
+            fontsize=7,
+            color="dimgrey",
+            ha="right",
+            va="bottom",
+        )
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"${v:g}"))
+    ax.set_xlabel("Lambda memory size (MB)")
+    ax.set_ylabel("USD per million tokens (compute)")
+    ax.set_title(f"{PROJECTION_LABEL}: cost per million tokens by memory size", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.text(0.01, 0.01, _wrap(proj["assumption"], 150), fontsize=6, va="bottom")
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    path = out_dir / COST_CHART
+    fig.savefig(path)
+    plt.close(fig)
+    written.append(path)
+    return written
+
+
+def _wrap(text: str, width: int) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))
+
+
+# ------------------------------------------------------------------ command line
+
+
+def write_all(
+    results: dict[str, Any], out_dir: Path, *, performance_doc: Path | None, readme: Path | None
+) -> list[Path]:
+    """results.md and charts in ``out_dir``; docs/performance.md and the README block if asked."""
+    written = [out_dir / "results.md"]
+    written[0].write_text(render_results_md(results))
+    written += charts(results, out_dir / "charts")
+    if performance_doc is not None:
+        performance_doc.parent.mkdir(parents=True, exist_ok=True)
+        performance_doc.write_text(render_performance_doc(results))
+        written.append(performance_doc)
+    if readme is not None and update_readme(readme, render_readme_block(results)):
+        written.append(readme)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", type=Path, default=RESULTS, help="results.json to render")
+    parser.add_argument(
+        "--readme", action="store_true", help=f"also rewrite the block between {START_MARKER} markers"
+    )
+    parser.add_argument("--readme-path", type=Path, default=README, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    try:
+        results = load(args.results)
+        out_dir = args.results.parent
+        publish = args.results.resolve() == RESULTS
+        written = write_all(
+            results,
+            out_dir,
+            performance_doc=PERFORMANCE_DOC if publish else None,
+            readme=args.readme_path if args.readme else None,
+        )
+    except (ReportError, KeyError) as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
