@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from stacks.config import AppConfig
+from stacks.config import AppConfig, FunctionConfig
 from stacks.inference_function import InferenceFunction
 
 API_KEY_LENGTH = 48
@@ -36,33 +37,21 @@ class InferenceStack(Stack):
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
+        self.images_dir = images_dir
 
         api_key_mode = config.function_url_auth == "API_KEY"
-        url_auth_type = (
-            lambda_.FunctionUrlAuthType.NONE if api_key_mode else lambda_.FunctionUrlAuthType.AWS_IAM
-        )
-        shared: dict[str, Any] = {
-            "images_dir": images_dir,
-            "hf_token_file": config.hf_token_file,
-            "log_level": config.log_level,
-            "log_retention_days": config.log_retention_days,
-            "url_auth_type": url_auth_type,
-            "cors_allowed_origins": config.cors_allowed_origins,
-        }
-        self.llama = InferenceFunction(
-            self,
+        self.llama = self._function(
             "Llama",
+            config,
             folder="llama",
             description=f"llama.cpp text generation with {config.llama_model.source}",
             settings=config.llama,
             build_args=config.llama_model.build_args(),
             model_local_path=config.llama_model.local_path,
-            service_name="llama",
-            **shared,
         )
-        self.embeddings = InferenceFunction(
-            self,
+        self.embeddings = self._function(
             "Embeddings",
+            config,
             folder="embeddings",
             description=(
                 f"Text embeddings with {config.embeddings_model.source} ({config.embeddings_model.backend})"
@@ -70,8 +59,6 @@ class InferenceStack(Stack):
             settings=config.embeddings,
             build_args=config.embeddings_model.build_args(),
             model_local_path=config.embeddings_model.local_path,
-            service_name="embeddings",
-            **shared,
         )
         functions = {"Llama": self.llama, "Embeddings": self.embeddings}
 
@@ -148,3 +135,36 @@ class InferenceStack(Stack):
                 ),
                 description="Prints the API key (the key itself is never an output)",
             )
+
+    def _function(
+        self,
+        construct_id: str,
+        config: AppConfig,
+        *,
+        folder: str,
+        description: str,
+        settings: FunctionConfig,
+        build_args: Mapping[str, str],
+        model_local_path: str | None,
+    ) -> InferenceFunction:
+        """One function, with the settings both share taken from ``config``."""
+        return InferenceFunction(
+            self,
+            construct_id,
+            folder=folder,
+            description=description,
+            settings=settings,
+            build_args=build_args,
+            model_local_path=model_local_path,
+            images_dir=self.images_dir,
+            hf_token_file=config.hf_token_file,
+            service_name=folder,
+            log_level=config.log_level,
+            log_retention_days=config.log_retention_days,
+            url_auth_type=(
+                lambda_.FunctionUrlAuthType.NONE
+                if config.function_url_auth == "API_KEY"
+                else lambda_.FunctionUrlAuthType.AWS_IAM
+            ),
+            cors_allowed_origins=config.cors_allowed_origins,
+        )
