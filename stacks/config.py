@@ -10,6 +10,8 @@ together in one ``ConfigError`` whose lines name the key, the value given and
 what is allowed. Nothing else in the app reads context.
 
 docs/configuration.md documents each key (a test keeps the two in step).
+This module uses the standard library only, so the local runner and the
+benchmarks can read the deployed settings without starting the CDK.
 """
 
 from __future__ import annotations

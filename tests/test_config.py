@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -235,3 +237,16 @@ def test_hf_token_file_resolves_relative_to_the_project(tmp_path: Path) -> None:
     assert config_with({"hf_token_file": str(token)}).hf_token_file == token.resolve()
     relative = config_with({"hf_token_file": "cdk.json"}).hf_token_file  # any existing project file
     assert relative == (PROJECT_DIR / "cdk.json").resolve()
+
+
+def test_raw_cdk_json_with_nulls_is_accepted() -> None:
+    # Tools that read cdk.json themselves (the local runner) pass its nulls through unchanged
+    config = AppConfig.from_context(cdk_json_context(), images_dir=IMAGES_DIR, project_dir=PROJECT_DIR)
+    assert config == load_config()
+
+
+def test_config_module_needs_no_cdk() -> None:
+    # The local runner and benchmarks import it without starting jsii/Node
+    code = "import sys, stacks.config; sys.exit('aws_cdk' in sys.modules or 'jsii' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_DIR, check=False)
+    assert result.returncode == 0
