@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -250,3 +251,19 @@ def test_config_module_needs_no_cdk() -> None:
     code = "import sys, stacks.config; sys.exit('aws_cdk' in sys.modules or 'jsii' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_DIR, check=False)
     assert result.returncode == 0
+
+
+def test_cdk_json_has_the_feature_flags_aws_cdk_lib_recommends() -> None:
+    # Given the flags the installed aws-cdk-lib recommends for new projects (what `cdk init` writes)
+    import tarfile
+
+    import aws_cdk
+
+    (bundle,) = (Path(aws_cdk.__file__).parent / "_jsii").glob("aws-cdk-lib@*.jsii.tgz")
+    with tarfile.open(bundle) as archive:
+        member = archive.extractfile("package/recommended-feature-flags.json")
+        assert member is not None
+        recommended = json.load(member)
+    # Then cdk.json sets each of them to the recommended value
+    context = cdk_json_context()
+    assert {flag: context.get(flag) for flag in recommended} == recommended
