@@ -377,16 +377,20 @@ def update_readme(readme: Path, block: str) -> bool:
 # ------------------------------------------------------------------ charts
 
 
-def charts(results: dict[str, Any], out_dir: Path) -> list[Path]:
+def _pyplot() -> Any:
     os.environ.setdefault("MPLCONFIGDIR", "/tmp/matplotlib")
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import matplotlib.ticker
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+    return plt
+
+
+def latency_chart(results: dict[str, Any]) -> Any:
+    """Embeddings latency against batch size, handler and bare (a matplotlib Figure)."""
+    plt = _pyplot()
+    from matplotlib import ticker
 
     em = results["embeddings"]
     batches = [row["batch"] for row in em["by_batch"]]
@@ -400,9 +404,9 @@ def charts(results: dict[str, Any], out_dir: Path) -> list[Path]:
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xticks(batches, [str(b) for b in batches])
-    ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
     ax.set_xlabel(f"texts per request ({num(em['batch_text_tokens'], 0)} tokens each)")
     ax.set_ylabel("latency, median and IQR (ms)")
     ax.set_title(
@@ -412,17 +416,16 @@ def charts(results: dict[str, Any], out_dir: Path) -> list[Path]:
     )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    fig.text(
-        0.01,
-        0.01,
-        f"Measured on {results['machine']['cpu_model']}, {results['machine']['date'][:10]}",
-        fontsize=7,
-    )
+    machine = results["machine"]
+    fig.text(0.01, 0.01, f"Measured on {machine['cpu_model']}, {machine['date'][:10]}", fontsize=7)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    path = out_dir / LATENCY_CHART
-    fig.savefig(path)
-    plt.close(fig)
-    written.append(path)
+    return fig
+
+
+def cost_chart(results: dict[str, Any]) -> Any:
+    """Projected cost per million tokens against memory size, with its assumption (a Figure)."""
+    plt = _pyplot()
+    from matplotlib import ticker
 
     proj = results["projection"]
     memory = [row["memory_mb"] for row in proj["rows"]]
@@ -443,7 +446,7 @@ def charts(results: dict[str, Any], out_dir: Path) -> list[Path]:
             va="bottom",
         )
     ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"${v:g}"))
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"${v:g}"))
     ax.set_xlabel("Lambda memory size (MB)")
     ax.set_ylabel("USD per million tokens (compute)")
     ax.set_title(f"{PROJECTION_LABEL}: cost per million tokens by memory size", fontsize=10)
@@ -451,10 +454,20 @@ def charts(results: dict[str, Any], out_dir: Path) -> list[Path]:
     ax.legend(fontsize=8)
     fig.text(0.01, 0.01, _wrap(proj["assumption"], 150), fontsize=6, va="bottom")
     fig.tight_layout(rect=(0, 0.12, 1, 1))
-    path = out_dir / COST_CHART
-    fig.savefig(path)
-    plt.close(fig)
-    written.append(path)
+    return fig
+
+
+def charts(results: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Both charts as PNG files in ``out_dir``."""
+    plt = _pyplot()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, draw in ((LATENCY_CHART, latency_chart), (COST_CHART, cost_chart)):
+        figure = draw(results)
+        path = out_dir / name
+        figure.savefig(path)
+        plt.close(figure)
+        written.append(path)
     return written
 
 
