@@ -14,7 +14,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from benchmarks.cost import MB_PER_GB, MILLION, PriceBook, load_prices
+from benchmarks.cost import PriceBook, Tokens, Workload, duration_from_throughput, estimate, load_prices
 from lambda_common.runtime import MB_PER_VCPU, default_threads
 
 MEMORY_SIZES_MB = (512, 1024, 1769, 2048, 3008, 3538, 4096, 5307, 6144, 7076, 8192, 8845, 10240)
@@ -56,10 +56,20 @@ def assumption(single_thread: dict[str, float]) -> str:
 def usd_per_million(
     memory_mb: int, tokens_per_s: float, prices: PriceBook, *, region: str, arch: str
 ) -> Decimal:
-    """Compute cost of a million tokens at ``tokens_per_s`` on a function of ``memory_mb``."""
-    rate = prices.rate(region, arch)
-    per_second = Decimal(memory_mb) / MB_PER_GB * rate.gb_second
-    return per_second * MILLION / Decimal(repr(tokens_per_s))
+    """Compute cost of a million tokens at ``tokens_per_s`` on ``memory_mb``, by the cost model."""
+    tokens = Tokens(input=1_000_000, input_per_s=Decimal(repr(tokens_per_s)))
+    workload = Workload(
+        memory_mb=memory_mb,
+        duration_ms=duration_from_throughput(tokens),
+        requests=1,
+        region=region,
+        architecture=arch,
+        tokens=tokens,
+    )
+    per_input, _ = estimate(workload, prices).per_million_by_kind()
+    if per_input is None:  # pragma: no cover - a speed was given
+        raise ValueError("no speed to price")
+    return per_input
 
 
 def project(

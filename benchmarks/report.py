@@ -303,6 +303,22 @@ that goes first alternates too, so drift on a shared machine hits both alike.
 
 Every figure is a median over repeats with its spread; the raw values are in
 `benchmarks/results.json`.
+
+## Running it
+
+```
+make bench                                      # the embedded models, as cdk.json deploys them
+make bench BENCH_ARGS="--quick"                 # a short check that everything works (not for publishing)
+make bench BENCH_ARGS="--llama-model path/to/model.gguf --embeddings-model path/to/st-folder \\
+  --embeddings-model-id org/name"               # your own models
+python -m benchmarks.report --readme            # re-render these pages and README's block from results.json
+```
+
+Other flags: `--only llama|embeddings`, `--llama-memory-mb`, `--embeddings-memory-mb`
+(the memory the handler sizes its threads from), `--embeddings-backend onnx|torch`,
+`--repeats`, `--region` (prices for the projection), `--out` (write elsewhere).
+Run it on a quiet machine: a one-minute load average above half the CPU count
+before the run marks the results as taken on a busy machine.
 """
 
 
