@@ -25,6 +25,7 @@ from benchmarks.cost import load_prices
 from benchmarks.embeddings_bench import EmbeddingsBenchConfig
 from benchmarks.llama_bench import LlamaBenchConfig
 from benchmarks.projection import project
+from local.functions import Deployed
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -82,12 +83,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def llama_config(args: argparse.Namespace, deployed_memory: int) -> LlamaBenchConfig:
+def llama_config(args: argparse.Namespace, deployed: Deployed) -> LlamaBenchConfig:
     from local.models import embedded_gguf
 
     cfg = LlamaBenchConfig(
         gguf=(args.llama_model or embedded_gguf()).resolve(),
-        memory_mb=args.llama_memory_mb or deployed_memory,
+        memory_mb=args.llama_memory_mb or deployed.memory_mb,
+        threads=deployed.threads,
         log_dir=LOG_DIR,
     )
     if args.quick:
@@ -97,9 +99,7 @@ def llama_config(args: argparse.Namespace, deployed_memory: int) -> LlamaBenchCo
     return cfg
 
 
-def embeddings_config(
-    args: argparse.Namespace, deployed_memory: int, deployed_backend: str
-) -> EmbeddingsBenchConfig:
+def embeddings_config(args: argparse.Namespace, deployed: Deployed) -> EmbeddingsBenchConfig:
     from local.functions import prepare_embeddings_model
     from local.models import EMBEDDINGS_MODEL_ID, embedded_embeddings_model
 
@@ -107,13 +107,14 @@ def embeddings_config(
     model_id = args.embeddings_model_id or (
         EMBEDDINGS_MODEL_ID if args.embeddings_model is None else source.name
     )
-    backend = args.embeddings_backend or deployed_backend
+    backend = args.embeddings_backend or deployed.backend
     model_dir = prepare_embeddings_model(source, model_id, echo=progress) if backend == "onnx" else source
     cfg = EmbeddingsBenchConfig(
         model_dir=model_dir,
         model_id=model_id,
         backend=backend,
-        memory_mb=args.embeddings_memory_mb or deployed_memory,
+        memory_mb=args.embeddings_memory_mb or deployed.memory_mb,
+        threads=deployed.threads,
         log_dir=LOG_DIR,
     )
     if args.quick:
@@ -185,11 +186,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.only in (None, "llama"):
         from benchmarks import llama_bench
 
-        results["llama"] = llama_bench.run(llama_config(args, deployed["llama"].memory_mb), progress)
+        results["llama"] = llama_bench.run(llama_config(args, deployed["llama"]), progress)
     if args.only in (None, "embeddings"):
         from benchmarks import embeddings_bench
 
-        cfg = embeddings_config(args, deployed["embeddings"].memory_mb, deployed["embeddings"].backend)
+        cfg = embeddings_config(args, deployed["embeddings"])
         results["embeddings"] = embeddings_bench.run(cfg, progress)
 
     results["projection"] = projection(results, args.region)

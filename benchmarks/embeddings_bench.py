@@ -70,6 +70,8 @@ class EmbeddingsBenchConfig:
     single_tokens: int = 512
     batch_text_tokens: int = 128
     batch_sizes: tuple[int, ...] = BATCH_SIZES
+    threads: int | None = None
+    """N_THREADS as cdk.json configures it; None: the handler's CPU-share default."""
     log_dir: Path = field(default_factory=lambda: Path(".cache/bench"))
 
 
@@ -104,6 +106,7 @@ def function_spec(cfg: EmbeddingsBenchConfig) -> FunctionSpec:
             "POWERTOOLS_LOG_LEVEL": "INFO",
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
+            **({"N_THREADS": str(cfg.threads)} if cfg.threads is not None else {}),
         },
     )
 
@@ -203,7 +206,7 @@ def _logged(log_text: str, message: str) -> dict[str, Any]:
 
 def run(cfg: EmbeddingsBenchConfig, progress: Progress) -> dict[str, Any]:
     cpus = visible_cpus()
-    threads = default_threads(cfg.memory_mb, cpus)
+    threads = cfg.threads or default_threads(cfg.memory_mb, cpus)
     progress(
         f"embeddings: {cfg.model_id} ({cfg.backend}), handler at {cfg.memory_mb} MB -> {threads} thread(s) "
         f"on {cpus} CPU(s)"

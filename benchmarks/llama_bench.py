@@ -49,6 +49,8 @@ class LlamaBenchConfig:
     n_generate: int = 128
     long_prompt_tokens: int = 512
     sweep: bool = True
+    threads: int | None = None
+    """N_THREADS as cdk.json configures it; None: the handler's CPU-share default."""
     log_dir: Path = field(default_factory=lambda: Path(".cache/bench"))
 
 
@@ -88,17 +90,21 @@ class PromptMaker:
         self._serial = 100_000
 
     def make(self, tokens: int) -> str:
-        """A prompt of about ``tokens`` tokens (never more), opening with a number not used before."""
+        """A prompt of at most ``tokens`` tokens, as close as whole words allow, opening with a new number."""
         self._serial += 1
-        head = f"Note {self._serial}."
-        body: list[str] = []
-        for chunk in (FILLER, *FILLER.split(" ")):
-            step = chunk.split(" ") if chunk is FILLER else [chunk]
-            while self._count(" ".join([head, *body, *step]) + TASK) <= tokens:
-                body.extend(step)
-                if chunk is not FILLER:
-                    break
-        return " ".join([head, *body]) + TASK
+        words = [f"Note {self._serial}."]
+        filler = FILLER.split()
+
+        def fits(extra: list[str]) -> bool:
+            return self._count(" ".join(words + extra) + TASK) <= tokens
+
+        while fits(filler):
+            words += filler
+        for word in filler:
+            if not fits([word]):
+                break
+            words.append(word)
+        return " ".join(words) + TASK
 
 
 # ------------------------------------------------------------------ the two sides
@@ -163,7 +169,8 @@ class HandlerSide:
         return Timed(seconds, int(usage["prompt_tokens"]), int(usage["completion_tokens"]))
 
 
-def function_spec(gguf: Path, memory_mb: int, extra: dict[str, str] | None = None) -> FunctionSpec:
+def function_spec(gguf: Path, memory_mb: int, threads: int | None = None) -> FunctionSpec:
+    extra = {"N_THREADS": str(threads)} if threads is not None else {}
     return FunctionSpec(
         name="bench-llama",
         code_dir=LLAMA_DIR,
@@ -174,7 +181,7 @@ def function_spec(gguf: Path, memory_mb: int, extra: dict[str, str] | None = Non
             "MODEL_ALIAS": gguf.stem,
             "POWERTOOLS_SERVICE_NAME": "llama-generator",
             "POWERTOOLS_LOG_LEVEL": "INFO",
-            **(extra or {}),
+            **extra,
         },
     )
 
@@ -256,7 +263,7 @@ def bare_cold_start(gguf: Path, threads: int, prompt: str) -> float:
 def handler_cold_start(cfg: LlamaBenchConfig, prompt: str, index: int) -> dict[str, Any]:
     """A fresh emulator: seconds from starting it to the first token of its first invoke, and the parts."""
     log = cfg.log_dir / f"llama-cold-{index}.log"
-    spec = function_spec(cfg.gguf, cfg.memory_mb)
+    spec = function_spec(cfg.gguf, cfg.memory_mb, cfg.threads)
     started = time.perf_counter()
     with emulated(spec, log) as function:
         ready = time.perf_counter()
@@ -296,7 +303,7 @@ def _logged_threads(log: Path) -> int | None:
 def run(cfg: LlamaBenchConfig, progress: Progress) -> dict[str, Any]:
     """Cold starts, warm speeds (handler and bare, alternating) and the thread sweep."""
     cpus = visible_cpus()
-    threads = default_threads(cfg.memory_mb, cpus)
+    threads = cfg.threads or default_threads(cfg.memory_mb, cpus)
     settings = handler_settings()
     progress(f"llama: {cfg.gguf.name}, handler at {cfg.memory_mb} MB -> {threads} thread(s) on {cpus} CPU(s)")
 
@@ -320,7 +327,9 @@ def run(cfg: LlamaBenchConfig, progress: Progress) -> dict[str, Any]:
 
     # Warm rounds, alternating which side goes first.
     rounds: dict[str, list[dict[str, float]]] = {"handler": [], "bare": []}
-    with emulated(function_spec(cfg.gguf, cfg.memory_mb), cfg.log_dir / "llama-warm.log") as function:
+    with emulated(
+        function_spec(cfg.gguf, cfg.memory_mb, cfg.threads), cfg.log_dir / "llama-warm.log"
+    ) as function:
         handler = HandlerSide(function)
         handler.complete(prompts.make(16), 1)  # pays the init; warm from here on
         measure_round(bare, prompts, cfg)  # warms this side's caches the same way
