@@ -14,6 +14,7 @@ echoed to the console with a prefix and kept in ``.cache/local/logs/``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import functools
 import json
@@ -101,19 +102,23 @@ def options_from(args: argparse.Namespace) -> LocalOptions:
 
 
 def _model_name(function: RunningFunction) -> str:
-    """The model id clients must send, as the function lists it on GET /v1/models."""
-    status, body, _ = function.call("GET", "/v1/models")
-    try:
-        if status == 200:
-            return str(json.loads(body)["data"][0]["id"])
-    except (ValueError, KeyError, IndexError, TypeError):
-        pass
+    """The model id clients may send: from GET /v1/models, else from GET /health."""
+    status, raw, _ = function.call("GET", "/v1/models")
+    if status == 200:
+        with contextlib.suppress(ValueError, KeyError, IndexError, TypeError):
+            return str(json.loads(raw)["data"][0]["id"])
+    status, raw, _ = function.call("GET", "/health")
+    if status == 200:
+        with contextlib.suppress(ValueError, AttributeError):
+            health = json.loads(raw)
+            return str(health.get("model_id") or health.get("model") or "default")
     return "default"
 
 
 def _python_example(*statements: str) -> list[str]:
+    # The statements use single quotes only, so double quotes hold them in any POSIX shell.
     code = "; ".join(["from openai import OpenAI", *statements])
-    return [f"  .venv/bin/python -c {shlex.quote(code)}"]
+    return [f'  .venv/bin/python -c "{code}"']
 
 
 def examples(stack: LocalStack, api_key: str | None) -> list[str]:

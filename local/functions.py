@@ -21,8 +21,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -100,6 +100,8 @@ class LocalOptions:
     embeddings_invoke_port: int = DEFAULT_PORTS["embeddings"][0]
     embeddings_url_port: int = DEFAULT_PORTS["embeddings"][1]
     log_level: str | None = None
+    extra_environment: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """More variables per function key (tests tighten generation limits this way)."""
 
     def selected(self) -> tuple[FunctionKey, ...]:
         return (self.only,) if self.only else FUNCTION_KEYS
@@ -117,6 +119,7 @@ def _common_environment(key: FunctionKey, deployed: Deployed, options: LocalOpti
         env["N_THREADS"] = str(deployed.threads)
     if options.api_key:
         env["API_KEY"] = options.api_key
+    env.update(options.extra_environment.get(key, {}))
     return env
 
 
@@ -133,8 +136,9 @@ def onnx_cache_key(model_dir: Path, model_id: str) -> str:
     """Key of an exported model: the model's files, its identity and the exporter's code."""
     digest = hashlib.sha256()
     digest.update(f"{model_dir.resolve()}\0{model_id}\0{_tree_fingerprint(model_dir)}\n".encode())
-    for source in sorted(EMBEDDINGS_CODE.glob("*.py")):
-        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    for source in sorted(EMBEDDINGS_CODE.rglob("*.py")):
+        if "models" not in source.relative_to(EMBEDDINGS_CODE).parts:
+            digest.update(str(source.relative_to(EMBEDDINGS_CODE)).encode() + b"\0" + source.read_bytes())
     return digest.hexdigest()[:20]
 
 

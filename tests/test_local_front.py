@@ -12,11 +12,9 @@ import base64
 import http.client
 import json
 import os
-import textwrap
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -24,59 +22,15 @@ import pytest
 from botocore.config import Config
 
 from local.invoker import InvokeOutcome, classify
-from local.rie import FunctionSpec
-from local.stack import FunctionPlan, LocalStack, RunningFunction
+from local.stack import RunningFunction
+from local.testing import echo_function
 from local.url_front import build_event, is_text_media_type, map_response
-
-ECHO_HANDLER = textwrap.dedent(
-    '''
-    import base64, json, os, time
-
-    def lambda_handler(event, context):
-        path = event.get("rawPath", "") if isinstance(event, dict) else ""
-        if path == "/raise" or (isinstance(event, dict) and event.get("raise")):
-            raise ValueError("raised on purpose")
-        if path == "/string":
-            return "Hello, world!"
-        if path == "/plain-json":
-            return {"message": "no statusCode here"}
-        if path == "/structured":
-            return {
-                "statusCode": 201,
-                "headers": {"Content-Type": "text/plain", "X-Custom": "yes"},
-                "cookies": ["a=1; Max-Age=60", "b=2"],
-                "body": "created",
-            }
-        if path == "/binary":
-            return {
-                "statusCode": 200,
-                "headers": {"content-type": "application/octet-stream"},
-                "body": base64.b64encode(bytes(range(256))).decode(),
-                "isBase64Encoded": True,
-            }
-        if path == "/bad-status":
-            return {"statusCode": "two hundred", "body": "x"}
-        if path == "/sleep":
-            time.sleep(0.3)
-        if path == "/exit":
-            os._exit(3)
-        if path == "/pid":
-            return {"statusCode": 200, "body": str(os.getpid())}
-        return {"statusCode": 200, "headers": {"content-type": "application/json"}, "body": json.dumps(event)}
-    '''
-)
 
 
 @pytest.fixture(scope="module")
 def echo_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFunction]:
-    code = tmp_path_factory.mktemp("echo")
-    (code / "handler.py").write_text(ECHO_HANDLER)
-    spec = FunctionSpec(name="echo", code_dir=code, memory_mb=256, timeout_s=10)
-    plan = FunctionPlan(key="echo", spec=spec, invoke_port=0, url_port=0)
-    lines: list[str] = []
-    with LocalStack([plan], echo=lines.append, log_dir=code / "logs") as stack:
-        stack.warm_up()
-        yield stack.functions["echo"]
+    with echo_function(tmp_path_factory.mktemp("echo")) as function:
+        yield function
 
 
 def request(
@@ -260,7 +214,7 @@ def test_function_error_or_invalid_answer_is_a_502(echo_stack: RunningFunction, 
 
 def test_request_over_six_megabytes_is_refused_before_invoking(echo_stack: RunningFunction) -> None:
     invocations = echo_stack.invoker.invocations
-    status, _, body = request(
+    status, _, _ = request(
         echo_stack, "POST", "/", body=b"x" * (6 * 1024 * 1024 + 1), headers={"Content-Type": "text/plain"}
     )
     assert status == 413
@@ -289,7 +243,9 @@ def test_concurrent_requests_queue_instead_of_crashing_the_emulator(echo_stack: 
 
 
 @pytest.mark.slow
-def test_runtime_crash_is_a_502_and_the_next_request_starts_a_new_runtime(echo_stack: RunningFunction) -> None:
+def test_runtime_crash_is_a_502_and_the_next_request_gets_a_new_runtime(
+    echo_stack: RunningFunction,
+) -> None:
     # Given a warm runtime
     before = int(request(echo_stack, "GET", "/pid")[2])
     # When the runtime process exits mid-request
