@@ -421,6 +421,12 @@ def test_models_and_health(handler: types.ModuleType) -> None:
     assert json.loads(call(handler, "GET", "/health")[2])["status"] == "ok"
 
 
+def test_a_trailing_slash_names_the_same_route(handler: types.ModuleType) -> None:
+    status, _, text = call(handler, "GET", "/v1/models/")
+    assert status == 200
+    assert json.loads(text)["object"] == "list"
+
+
 def test_tokenize_and_detokenize_round_trip(handler: types.ModuleType) -> None:
     status, _, text = call(handler, "POST", "/tokenize", {"content": "llamas are fluffy"})
     assert status == 200

@@ -536,10 +536,23 @@ def _direct_invoke(event: Any, context: Any, cold: bool) -> dict[str, Any]:
         )
 
 
+def _without_trailing_slash(event: dict[str, Any]) -> dict[str, Any]:
+    """``/v1/models/`` is ``/v1/models``, as clients that join base URLs loosely expect."""
+    path = event.get("rawPath", "")
+    if len(path) <= 1 or not path.endswith("/"):
+        return event
+    http = {**event["requestContext"]["http"], "path": path.rstrip("/") or "/"}
+    return {
+        **event,
+        "rawPath": path.rstrip("/") or "/",
+        "requestContext": {**event["requestContext"], "http": http},
+    }
+
+
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     cold = _take_cold_start()
     logger.append_keys(request_id=getattr(context, "aws_request_id", None), cold_start=cold)
     if is_function_url_event(event):
         app.append_context(cold_start=cold)  # type: ignore[no-untyped-call]
-        return app.resolve(event, context)
+        return app.resolve(_without_trailing_slash(event), context)
     return _direct_invoke(event, context, cold)
