@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--verbose", action="store_true", help="also echo the emulator's own log lines")
     for key in FUNCTION_KEYS:
+        parser.add_argument(f"--{key}-memory-mb", type=int, help="memory size (default: cdk.json)")
+        parser.add_argument(f"--{key}-timeout-s", type=int, help="timeout in seconds (default: cdk.json)")
+    for key in FUNCTION_KEYS:
         invoke_port, url_port = DEFAULT_PORTS[key]
         parser.add_argument(
             f"--{key}-invoke-port",
@@ -84,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def options_from(args: argparse.Namespace) -> LocalOptions:
+    for key in FUNCTION_KEYS:
+        memory, timeout = getattr(args, f"{key}_memory_mb"), getattr(args, f"{key}_timeout_s")
+        if memory is not None and not 128 <= memory <= 10240:
+            raise SystemExit(f"--{key}-memory-mb must be from 128 to 10240 (Lambda's range), got {memory}")
+        if timeout is not None and not 1 <= timeout <= 900:
+            raise SystemExit(f"--{key}-timeout-s must be from 1 to 900 (Lambda's range), got {timeout}")
     if args.api_key is not None and len(args.api_key) < 16:
         raise SystemExit("--api-key must be at least 16 characters long (the handlers refuse shorter keys)")
     return LocalOptions(
@@ -98,7 +107,14 @@ def options_from(args: argparse.Namespace) -> LocalOptions:
         embeddings_invoke_port=args.embeddings_invoke_port,
         embeddings_url_port=args.embeddings_url_port,
         log_level=args.log_level,
+        memory_mb=_per_function(args, "memory_mb"),
+        timeout_s=_per_function(args, "timeout_s"),
     )
+
+
+def _per_function(args: argparse.Namespace, name: str) -> dict[str, int]:
+    values = {key: getattr(args, f"{key}_{name}") for key in FUNCTION_KEYS}
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def _model_name(function: RunningFunction) -> str:
@@ -138,10 +154,10 @@ def examples(stack: LocalStack, api_key: str | None) -> list[str]:
             "  # Function URL (curl, OpenAI-style)",
             f"  curl -s {llama.url}/v1/chat/completions -H 'content-type: application/json'{auth} \\",
             f"    -d {shlex.quote(json.dumps(chat))}",
-            "  # Lambda Invoke API (the AWS CLI wants credentials; the emulator ignores them)",
+            "  # Lambda Invoke API: the AWS CLI wants credentials (any: the emulator ignores them);",
+            "  # AWS CLI v2 also needs --cli-binary-format raw-in-base64-out (v1 rejects that option)",
             "  AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1 \\",
             f"    aws lambda invoke --endpoint-url {llama.endpoint} --function-name function \\",
-            "    --cli-binary-format raw-in-base64-out \\",
             """    --payload '{"prompt": "llamas are", "n-generate": 16}' /dev/stdout""",
             "  # OpenAI SDK",
             *_python_example(

@@ -100,6 +100,10 @@ class LocalOptions:
     embeddings_invoke_port: int = DEFAULT_PORTS["embeddings"][0]
     embeddings_url_port: int = DEFAULT_PORTS["embeddings"][1]
     log_level: str | None = None
+    memory_mb: Mapping[str, int] = field(default_factory=dict)
+    """Memory size per function key, instead of cdk.json's."""
+    timeout_s: Mapping[str, int] = field(default_factory=dict)
+    """Timeout per function key, instead of cdk.json's."""
     extra_environment: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     """More variables per function key (tests tighten generation limits this way)."""
 
@@ -195,8 +199,8 @@ def build_plans(
                 spec=FunctionSpec(
                     name="llama",
                     code_dir=IMAGES / "llama",
-                    memory_mb=settings.memory_mb,
-                    timeout_s=settings.timeout_s,
+                    memory_mb=options.memory_mb.get("llama", settings.memory_mb),
+                    timeout_s=options.timeout_s.get("llama", settings.timeout_s),
                     environment=environment,
                 ),
                 invoke_port=options.llama_invoke_port,
@@ -224,8 +228,8 @@ def build_plans(
                 spec=FunctionSpec(
                     name="embeddings",
                     code_dir=IMAGES / "embeddings",
-                    memory_mb=settings.memory_mb,
-                    timeout_s=settings.timeout_s,
+                    memory_mb=options.memory_mb.get("embeddings", settings.memory_mb),
+                    timeout_s=options.timeout_s.get("embeddings", settings.timeout_s),
                     environment=environment,
                 ),
                 invoke_port=options.embeddings_invoke_port,

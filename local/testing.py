@@ -25,6 +25,11 @@ from local.stack import FunctionPlan, LocalStack, RunningFunction
 API_KEY = "local-test-key-0123456789"
 """The key of the API-key-mode stack (the handlers want at least 16 characters)."""
 
+GENERATION_LIMITS = {"DEFAULT_MAX_TOKENS": "8", "MAX_TOKENS_LIMIT": "64"}
+"""The tests' generator answers in a few tokens: property-based requests may ask for up to the limit."""
+LLAMA_TIMEOUT_S = 60
+"""Bounds any request that does not stop by itself (the deployed timeout is 300 s)."""
+
 _lock = threading.Lock()
 _stacks: dict[bool, LocalStack] = {}
 _lines: list[str] = []
@@ -47,6 +52,8 @@ def shared_stack(*, api_key: bool = False) -> LocalStack:
             llama_url_port=0,
             embeddings_invoke_port=0,
             embeddings_url_port=0,
+            timeout_s={"llama": LLAMA_TIMEOUT_S},
+            extra_environment={"llama": GENERATION_LIMITS},
         )
         suffix = "-api-key" if api_key else ""
         stack = LocalStack(
