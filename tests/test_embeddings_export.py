@@ -11,6 +11,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -53,7 +54,10 @@ def test_numpy_pooling_equals_sentence_transformers_pooling(
     hidden, mask = _batch(left_padded)
     modes = (mode,) if isinstance(mode, str) else mode
     reference = Pooling(5, pooling_mode=mode, include_prompt=prompt_length is None)
-    features = {"token_embeddings": torch.from_numpy(hidden), "attention_mask": torch.from_numpy(mask)}
+    features: dict[str, Any] = {
+        "token_embeddings": torch.from_numpy(hidden),
+        "attention_mask": torch.from_numpy(mask),
+    }
     if prompt_length is not None:
         features["prompt_length"] = prompt_length
     # When both pool it
