@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 LOCAL_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help setup setup-system local test test-fast test-images lint format bench cost synth diff deploy destroy clean
+.PHONY: help setup setup-system local test test-fast test-images lint format bench cost synth bootstrap diff deploy destroy clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-13s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ cost: setup ## the cost model; e.g. make cost ARGS="--memory-mb 8192 --duration-
 
 synth: setup ## synthesize the CloudFormation templates into cdk.out (no AWS account needed)
 	$(CDK) synth $(CDK_ARGS)
+
+bootstrap: setup ## one-time per account and region: the CDK's staging bucket and ECR repository
+	$(CDK) bootstrap $(CDK_ARGS)
 
 diff: setup ## compare with what is deployed
 	$(CDK) diff $(CDK_ARGS)
