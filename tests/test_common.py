@@ -30,11 +30,14 @@ class Sample(BaseModel):
     [
         (128, 2, 1),  # a fraction of a vCPU still gets one thread
         (1769, 2, 1),
-        (3538, 2, 2),
+        (3538, 3, 2),
+        (3538, 2, 1),  # one visible CPU stays free for everything else
         (8192, 5, 4),  # 4.6 vCPU of time: four threads, not five
+        (8845, 5, 4),  # 5.0 vCPU of time, 5 visible: one left free
         (10240, 6, 5),
-        (10240, 2, 2),  # never more than the CPUs visible
-        (None, 3, 3),  # not on Lambda: every visible CPU
+        (10240, 2, 1),  # never more than the CPUs visible, less one
+        (None, 3, 2),  # not on Lambda: every visible CPU but one
+        (None, 1, 1),
     ],
 )
 def test_default_threads_follows_cpu_share(memory_mb: int | None, cpus: int, expected: int) -> None:

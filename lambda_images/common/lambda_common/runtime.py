@@ -40,17 +40,25 @@ def cpu_share(memory_mb: int) -> float:
 def default_threads(memory_mb: int | None, cpus: int) -> int:
     """Thread count for compute-bound inference at a given memory size.
 
-    One thread per whole vCPU of CPU share (rounded down, at least one), never
-    more than the CPUs the process can see. Without a memory size (not on
-    Lambda) every visible CPU is used.
+    One thread per whole vCPU of CPU share (rounded down, at least one), and one
+    visible CPU left for everything else (the runtime client, the OS). Without a
+    memory size (not on Lambda) the share is every visible CPU.
+
+    Why one CPU is left free: llama.cpp's threads meet at a barrier after every
+    operation, so one preempted thread stalls them all. On a shared 2-core
+    machine SmolLM2 decoded at 78-124 tokens/s on one thread and 6-26 on two
+    (6 alternating rounds; prompt processing 107-225 vs 53-77). At Lambda's
+    usual sizes the share is below the visible count anyway (8192 MB: 4.6 vCPU,
+    5 visible, 4 threads); the rule bites only where they are equal.
     """
     if cpus < 1:
         raise ValueError(f"cpus must be at least 1, got {cpus}")
+    spare = max(1, cpus - 1)
     if memory_mb is None:
-        return cpus
+        return spare
     if memory_mb < 1:
         raise ValueError(f"memory_mb must be positive, got {memory_mb}")
-    return max(1, min(cpus, math.floor(cpu_share(memory_mb))))
+    return max(1, min(spare, math.floor(cpu_share(memory_mb))))
 
 
 def lambda_memory_mb() -> int | None:
