@@ -85,7 +85,9 @@ def _download(repo: str, filename: str | None, revision: str, dest: Path) -> Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dest", required=True, type=Path, help="file (with --file) or folder to create")
     parser.add_argument("--repo", default="", help="Hugging Face repository id")
     parser.add_argument("--file", default="", help="single file to take from the repository")
