@@ -192,6 +192,7 @@ def _verify(st: Any, out: Path, quantization: str) -> dict[str, Any]:
     """Run the shipped ONNX pipeline against SentenceTransformer.encode; raise SystemExit on mismatch."""
     import numpy as np
     import torch
+
     from embedder.backend_onnx import OnnxBackend
     from embedder.backends import Batch
     from embedder.pooling import l2_normalize
@@ -268,8 +269,9 @@ def export(
     import sentence_transformers
     import torch
     import transformers
-    from embedder.manifest import Manifest, declared_prompts
     from sentence_transformers import SentenceTransformer
+
+    from embedder.manifest import Manifest, declared_prompts
 
     started = time.perf_counter()
     st = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)

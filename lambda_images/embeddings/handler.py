@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import LambdaFunctionUrlResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from pydantic import BaseModel
+
 from embedder.backends import load_backend
 from embedder.prompts import PromptTable
 from embedder.schemas import EmbedRequest, OpenAIEmbeddingsRequest, TokenizeRequest
@@ -38,8 +40,6 @@ from embedder.service import (
     as_json_floats,
 )
 from embedder.settings import Settings
-from pydantic import BaseModel
-
 from lambda_common.http import (
     ApiError,
     ApiKeyGuard,
@@ -81,7 +81,7 @@ backend = load_backend(
     settings.backend,
     settings.model_dir,
     threads=threads,
-    max_batch_tokens=settings.max_batch_tokens,
+    max_batch_tokens=settings.batch_tokens(threads),
     batch_size=settings.batch_size,
 )
 MODEL_ID = settings.model_id or backend.info.model_id or settings.model_dir.name
@@ -147,10 +147,11 @@ def _log_refusal(exc: ApiError, where: str) -> None:
 
 def _check_size(body: str) -> str:
     """A last guard: the estimate before compute should already have refused this."""
-    if len(body.encode()) > settings.max_response_bytes:
+    size = len(body.encode())
+    if size > settings.max_response_bytes:
         raise ApiError(
             413,
-            f"the response would be {len(body.encode())} bytes, over the {settings.max_response_bytes}-byte "
+            f"the response would be {size} bytes, over the {settings.max_response_bytes}-byte "
             "limit of a Lambda response; send fewer inputs per request",
             code="too_large",
         )

@@ -246,7 +246,7 @@ class EmbeddingService:
             "model_type": {"embedding": {"pooling": info.pooling}},
             "max_concurrent_requests": 1,
             "max_input_length": info.max_seq_length,
-            "max_batch_tokens": self.settings.max_batch_tokens,
+            "max_batch_tokens": self.settings.batch_tokens(threads),
             "max_batch_requests": None,
             "max_client_batch_size": self.settings.max_inputs,
             "auto_truncate": self.settings.auto_truncate,

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+BATCH_TOKENS_PER_THREAD = 512
 LAMBDA_PAYLOAD_LIMIT = 6 * 1024 * 1024
 """Lambda's limit for a synchronous request or response payload (6 MB)."""
 
@@ -53,8 +54,11 @@ class Settings(BaseSettings):
         le=LAMBDA_PAYLOAD_LIMIT,
         description="Estimated response size above which a request is refused before any compute.",
     )
-    max_batch_tokens: int = Field(
-        16_384, ge=512, le=262_144, description="Padded tokens per ONNX Runtime run (bounds memory)."
+    max_batch_tokens: int | None = Field(
+        None,
+        ge=128,
+        le=262_144,
+        description="Padded tokens per ONNX Runtime run; default 512 per thread (fastest on 1 thread).",
     )
     batch_size: int = Field(32, ge=1, le=1024, description="sentence-transformers encode batch size (torch).")
     auto_truncate: bool = Field(
@@ -73,6 +77,14 @@ class Settings(BaseSettings):
         if value is not None and any(not name.strip() for name in value):
             raise ValueError("prompt names must not be empty")
         return value
+
+    def batch_tokens(self, threads: int) -> int:
+        """Padded tokens per ONNX Runtime run: the setting, else 512 per thread.
+
+        Measured on one thread (64 texts of 122 tokens, MiniLM): 7.6k tokens/s with
+        runs of 256-512 tokens, 5.8k with runs of 16,384; small runs stay in cache.
+        """
+        return self.max_batch_tokens or BATCH_TOKENS_PER_THREAD * threads
 
     def aliases(self) -> list[str]:
         return [alias.strip() for alias in self.model_aliases.split(",") if alias.strip()]
