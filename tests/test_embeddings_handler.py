@@ -51,6 +51,8 @@ SETTINGS_VARIABLES = (
     "MAX_RESPONSE_BYTES",
     "MAX_BATCH_TOKENS",
     "AUTO_TRUNCATE",
+    "BATCH_SIZE",
+    "MODEL_REVISION",
 )
 QUERY = "how much protein should a female eat"
 PASSAGE = (

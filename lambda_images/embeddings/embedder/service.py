@@ -241,7 +241,7 @@ class EmbeddingService:
         info = self.info
         return {
             "model_id": self.model_id,
-            "model_sha": info.revision or None,
+            "model_sha": info.revision or self.settings.model_revision or None,
             "model_dtype": info.dtype,
             "model_type": {"embedding": {"pooling": info.pooling}},
             "max_concurrent_requests": 1,

@@ -30,6 +30,7 @@ class Settings(BaseSettings):
         "",
         description="Model identity for /info and OpenAI's `model`; empty: the one the export recorded.",
     )
+    model_revision: str = Field("", description="Model revision for /info when the export recorded none.")
     model_aliases: str = Field(
         "",
         description="Extra comma-separated names OpenAI requests may use for this model.",
