@@ -9,6 +9,7 @@ process on the first invoke, so that invoke pays the init phase, as on Lambda.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -60,6 +61,27 @@ def wait_for_port(host: str, port: int, timeout_s: float, process: subprocess.Po
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout_s} s")
+
+
+def _descendants(pid: int) -> set[int]:
+    """Live descendants of ``pid``, from the parent links in /proc."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z":  # zombies are already dead
+            parents[int(entry.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
 
 
 @dataclass(frozen=True)
@@ -174,23 +196,18 @@ class EmulatedFunction:
             return InvokeResult(exc.code, dict(exc.headers.items()), exc.read())
 
     def runtime_pids(self) -> list[int]:
-        """PIDs in the function's process group other than the emulator itself."""
+        """The runtime process and its children: every descendant of the emulator.
+
+        The emulator starts the runtime in a process group of its own, so the
+        emulator's group does not include it; the parent links do.
+        """
         if self.process is None:
             return []
-        pgid = self.process.pid
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == pgid:
-                continue
-            try:
-                if os.getpgid(int(entry.name)) == pgid:
-                    pids.append(int(entry.name))
-            except (ProcessLookupError, PermissionError):
-                continue
-        return sorted(pids)
+        return sorted(_descendants(self.process.pid))
 
     def stop(self, grace_s: float = 5.0) -> None:
         process, self.process = self.process, None
+        runtime = _descendants(process.pid) if process is not None else set()
         if process is not None and process.poll() is None:
             try:
                 os.killpg(process.pid, signal.SIGTERM)
@@ -201,11 +218,12 @@ class EmulatedFunction:
             except ProcessLookupError:
                 pass
         if process is not None:
-            # The runtime may outlive the emulator in the same group: reap it.
-            try:
+            # The runtime (in its own process group) may outlive the emulator: reap it.
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            for pid in runtime:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None

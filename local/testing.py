@@ -25,7 +25,7 @@ from local.stack import FunctionPlan, LocalStack, RunningFunction
 API_KEY = "local-test-key-0123456789"
 """The key of the API-key-mode stack (the handlers want at least 16 characters)."""
 
-GENERATION_LIMITS = {"DEFAULT_MAX_TOKENS": "8", "MAX_TOKENS_LIMIT": "64"}
+GENERATION_LIMITS = {"DEFAULT_MAX_TOKENS": "8", "MAX_TOKENS_LIMIT": "16"}
 """The tests' generator answers in a few tokens: property-based requests may ask for up to the limit."""
 LLAMA_TIMEOUT_S = 60
 """Bounds any request that does not stop by itself (the deployed timeout is 300 s)."""

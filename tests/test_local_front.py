@@ -12,9 +12,11 @@ import base64
 import http.client
 import json
 import os
+import signal
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -225,6 +227,7 @@ def test_request_over_six_megabytes_is_refused_before_invoking(echo_stack: Runni
 def test_concurrent_requests_queue_instead_of_crashing_the_emulator(echo_stack: RunningFunction) -> None:
     # Given the emulator panics when two invokes overlap
     pids_before = echo_stack.runtime_pids()
+    assert pids_before
     results: list[int] = []
 
     def call() -> None:
@@ -255,6 +258,22 @@ def test_runtime_crash_is_a_502_and_the_next_request_gets_a_new_runtime(
     after_status, _, after_body = request(echo_stack, "GET", "/pid")
     assert after_status == 200
     assert int(after_body) != before
+
+
+def test_stop_reaps_the_runtime_even_when_the_emulator_died_first(tmp_path: Path) -> None:
+    # Given a warm function whose runtime runs in a process group of its own
+    with echo_function(tmp_path) as function:
+        runtime = function.runtime_pids()
+        assert runtime
+        emulator = function.emulated.process
+        assert emulator is not None
+        # When the emulator is killed outright, then the stack stops
+        os.kill(emulator.pid, signal.SIGKILL)
+        emulator.wait()
+    # Then no runtime process is left behind
+    for pid in runtime:
+        state = Path(f"/proc/{pid}/stat")
+        assert not state.exists() or state.read_text().rsplit(")", 1)[1].split()[0] == "Z"
 
 
 # --- the Invoke API pass-through ---------------------------------------------------------
