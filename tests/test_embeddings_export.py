@@ -47,8 +47,9 @@ def test_numpy_pooling_equals_sentence_transformers_pooling(
     mode: str | tuple[str, ...], prompt_length: int | None, left_padded: bool
 ) -> None:
     import torch
-    from embedder.pooling import pool
     from sentence_transformers.sentence_transformer.modules.pooling import Pooling
+
+    from embedder.pooling import pool
 
     # Given a padded batch of token embeddings
     hidden, mask = _batch(left_padded)
