@@ -361,7 +361,7 @@ def local_process() -> Iterator[tuple[subprocess.Popen[str], dict[str, int]]]:
             process.wait()
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_make_local_serves_and_stops_cleanly(
     local_process: tuple[subprocess.Popen[str], dict[str, int]], stop_signal: signal.Signals
 ) -> None:
