@@ -231,7 +231,7 @@ CHECKS = ",".join(
 )
 
 
-def run_schemathesis(document: str, function: RunningFunction, max_examples: int) -> str:
+def run_schemathesis(document: str, function: RunningFunction, max_examples: int, workdir: Path) -> str:
     command = [
         str(Path(sys.executable).parent / "schemathesis"),
         "run",
@@ -256,7 +256,8 @@ def run_schemathesis(document: str, function: RunningFunction, max_examples: int
         "--output-sanitize",
         "false",
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=3000, check=False)
+    # In a scratch folder: schemathesis keeps state in ./.schemathesis
+    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=3000, check=False)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
     return output
@@ -264,13 +265,15 @@ def run_schemathesis(document: str, function: RunningFunction, max_examples: int
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("document", "max_examples"), [("embeddings", 25), ("llama", 5)])
-def test_schemathesis_finds_nothing_and_the_function_survives(document: str, max_examples: int) -> None:
+def test_schemathesis_finds_nothing_and_the_function_survives(
+    document: str, max_examples: int, tmp_path: Path
+) -> None:
     # Given the function running as `make local` runs it, warm
     function = shared_stack().functions[document]
     before = function.runtime_pids()
     assert before
     # When schemathesis sends what the document allows and what it does not
-    output = run_schemathesis(document, function, max_examples)
+    output = run_schemathesis(document, function, max_examples, tmp_path)
     # Then no check failed (exit status 0), many cases ran, and it is the same process
     match = re.search(r"(\d+) generated, (\d+) passed", output)
     assert match, output[-2000:]
