@@ -28,7 +28,7 @@ from pathlib import Path
 from types import FrameType
 
 from local.functions import DEFAULT_PORTS, FUNCTION_KEYS, LocalOptions, build_plans
-from local.stack import LocalStack, RunningFunction
+from local.stack import LOG_DIR, LocalStack, RunningFunction
 
 echo = functools.partial(print, flush=True)
 
@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="handler log level"
     )
     parser.add_argument("--verbose", action="store_true", help="also echo the emulator's own log lines")
+    parser.add_argument(
+        "--log-dir", type=Path, default=LOG_DIR, help="where the functions' logs go (default %(default)s)"
+    )
     for key in FUNCTION_KEYS:
         parser.add_argument(f"--{key}-memory-mb", type=int, help="memory size (default: cdk.json)")
         parser.add_argument(f"--{key}-timeout-s", type=int, help="timeout in seconds (default: cdk.json)")
@@ -205,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     options = options_from(args)
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    stack = LocalStack([], echo=echo, verbose=args.verbose)
+    stack = LocalStack([], echo=echo, verbose=args.verbose, log_dir=args.log_dir)
     try:
         stack.plans = build_plans(options, echo=echo)
         stack.start()
@@ -214,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         while True:
             dead = stack.dead_emulators()
             if dead:
-                echo(f"the emulator of {', '.join(dead)} exited; stopping (see .cache/local/logs/)")
+                echo(f"the emulator of {', '.join(dead)} exited; stopping (see {args.log_dir})")
                 return 1
             time.sleep(0.5)
     except KeyboardInterrupt:

@@ -345,11 +345,12 @@ def _alive(pids: set[int]) -> set[int]:
 
 
 @pytest.fixture
-def local_process() -> Iterator[tuple[subprocess.Popen[str], dict[str, int]]]:
+def local_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, int]]]:
     ports = {
         name: free_port() for name in ("llama-url", "llama-invoke", "embeddings-url", "embeddings-invoke")
     }
-    command = [sys.executable, "-m", "local", *(f"--{name}-port={port}" for name, port in ports.items())]
+    ports_flags = [f"--{name}-port={port}" for name, port in ports.items()]
+    command = [sys.executable, "-m", "local", *ports_flags, f"--log-dir={tmp_path}"]
     process = subprocess.Popen(
         command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
     )
@@ -407,7 +408,7 @@ def test_a_port_in_use_is_reported_not_a_traceback(tmp_path: Path) -> None:
         port = busy.getsockname()[1]
         result = subprocess.run(
             [sys.executable, "-m", "local", "--only", "llama", f"--llama-url-port={port}",
-             f"--llama-invoke-port={free_port()}"],
+             f"--llama-invoke-port={free_port()}", f"--log-dir={tmp_path}"],
             cwd=ROOT,
             capture_output=True,
             text=True,
