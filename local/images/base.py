@@ -37,7 +37,7 @@ from local.images.podman import PodmanError, podman, require_tools
 
 TAG = "localhost/lambda-base-python311:bookworm"
 RECIPE_LABEL = "org.lambda-llm-inference.base-recipe"
-RECIPE_VERSION = 2  # bump to force a rebuild after changing how the image is made
+RECIPE_VERSION = 3  # bump to force a rebuild after changing how the image is made
 
 _PEM = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
 HOST_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -121,7 +121,33 @@ def ensure_base_image(recipe: BaseImageRecipe | None = None, tag: str = TAG) -> 
     if recipe_of(tag) == recipe.digest():
         return tag
     build_base_image(recipe, tag)
+    remove_stale_images(recipe.digest())
     return tag
+
+
+def remove_stale_images(current_recipe: str, max_passes: int = 20) -> int:
+    """Remove untagged images built on an earlier stand-in; return how many removals succeeded.
+
+    Every image built FROM the stand-in inherits its recipe label, so the build
+    cache of an outdated stand-in is recognisable, and useless: podman would
+    keep it forever. Untagged images only, without force: anything tagged or in
+    use stays. Children go before parents, hence the passes (podman removes a
+    child's untagged parents with it).
+    """
+    removed = 0
+    for _ in range(max_passes):
+        images = json.loads(podman("images", "--all", "--format", "json").stdout)
+        stale = [
+            image["Id"]
+            for image in images
+            if not image.get("RepoTags")
+            and (image.get("Labels") or {}).get(RECIPE_LABEL) not in (None, current_recipe)
+        ]
+        gone = [image_id for image_id in stale if podman("rmi", image_id, check=False).returncode == 0]
+        removed += len(gone)
+        if not gone:
+            break
+    return removed
 
 
 def build_base_image(recipe: BaseImageRecipe, tag: str) -> None:
@@ -151,6 +177,8 @@ def build_base_image(recipe: BaseImageRecipe, tag: str) -> None:
             + " ".join(str(apt_dir / name) for name, _ in recipe.apt_config)
             + " /etc/apt/apt.conf.d"
         )
+        # With those settings mmdebstrap's own cleanup no longer finds apt's caches.
+        command.append('--customize-hook=rm -f "$1"/var/cache/apt/*.bin')
         if cert_files:
             command += [
                 "--customize-hook=copy-in " + " ".join(cert_files) + " /usr/local/share/ca-certificates",
