@@ -57,7 +57,7 @@ def describe(created_by: str, comment: str) -> str:
     if comment == "imported from tarball":
         return "base image (stand-in: Debian bookworm + python3, see local/images/base.py)"
     text = _NOP.sub("", created_by.strip())
-    if created_by.startswith("|"):
+    if "#(nop)" not in created_by:  # a RUN step (with "|N ARG=..." when build args are in scope)
         text = "RUN " + text
     return _DIGEST.sub(r"\1:…", " ".join(text.split()))
 
