@@ -36,6 +36,17 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import LambdaFunctionUrlResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
+from pydantic import BaseModel
+
+from lambda_common.http import (
+    ApiError,
+    ApiKeyGuard,
+    decode_json_body,
+    is_function_url_event,
+    parse_model,
+    route_error,
+)
+from lambda_common.runtime import resolve_threads
 from llama_app.engine import Deadline, Engine, Generation, SamplingParams
 from llama_app.schemas import (
     AssistantMessage,
@@ -65,17 +76,6 @@ from llama_app.schemas import (
     Usage,
 )
 from llama_app.settings import LlamaSettings
-from pydantic import BaseModel
-
-from lambda_common.http import (
-    ApiError,
-    ApiKeyGuard,
-    decode_json_body,
-    is_function_url_event,
-    parse_model,
-    route_error,
-)
-from lambda_common.runtime import resolve_threads
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "llama-generator"))
 

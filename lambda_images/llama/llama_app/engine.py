@@ -102,35 +102,55 @@ class Deadline:
 
 
 class _TokenClock:
-    """A llama-cpp-python stopping criterion that times each sampled token and enforces the deadline.
+    """A llama-cpp-python stopping criterion: times each sampled token, enforces the token
+    budget and the deadline.
 
-    llama-cpp-python 0.3.36 calls a stopping criterion once right after each token
-    is sampled, and once more after the generation loop ends. So the first call
-    marks the first token (end of prompt processing), and a stop that fired
-    before the last call was a stop inside the loop: the deadline cut generation
-    short. (A deadline that passes only after a normal finish is not reported.)
+    llama-cpp-python 0.3.36 calls a stopping criterion right after each token is
+    sampled, before handing the token out, with the tokens evaluated so far; and once
+    more after its generation loop ends, with the same tokens as the call before
+    (nothing is evaluated in between). Returning True in the loop drops the token just
+    sampled and ends the loop; the after-loop call must then return True as well, or
+    llama-cpp-python returns no text at all.
+
+    The token budget is enforced here because llama-cpp-python skips its own
+    ``max_tokens`` check while the text ends in an incomplete UTF-8 character (its
+    multibyte handling ``continue``s past the check), so an answer made of multi-byte
+    characters could run on to the deadline or past the context window. Once
+    ``max_tokens`` tokens (or what the context window has room for) are evaluated
+    after the prompt, the token just sampled would be one too many: generation stops
+    there, ``max_tokens`` tokens are kept, and llama-cpp-python's decoding drops an
+    incomplete character at the end of the text.
     """
 
-    def __init__(self, deadline: Deadline) -> None:
+    def __init__(self, deadline: Deadline, max_tokens: int, n_ctx: int) -> None:
         self._deadline = deadline
+        self._max_tokens = max_tokens
+        self._n_ctx = n_ctx
+        self._prompt_n: int | None = None
+        self._last_n: int | None = None
         self.times: list[float] = []
-        self.first_stop_call: int | None = None
+        """When each token was sampled (the first one marks the end of prompt processing)."""
+        self.stopped: FinishReason | None = None
+        """Why this criterion ended the generation loop, if it did."""
 
     def __call__(self, input_ids: npt.NDArray[np.intc], logits: npt.NDArray[np.single]) -> bool:
+        evaluated = len(input_ids)
+        if evaluated == self._last_n:  # the after-loop call
+            return self.stopped is not None
+        self._last_n = evaluated
         self.times.append(time.perf_counter())
-        if self._deadline.passed():
-            if self.first_stop_call is None:
-                self.first_stop_call = len(self.times)
-            return True
-        return False
-
-    @property
-    def cut_by_deadline(self) -> bool:
-        return self.first_stop_call is not None and self.first_stop_call < len(self.times)
+        if self._prompt_n is None:
+            self._prompt_n = evaluated
+        budget = min(self._max_tokens, self._n_ctx - self._prompt_n)
+        if evaluated - self._prompt_n >= budget:
+            self.stopped = "length"
+        elif self._deadline.passed():
+            self.stopped = "deadline"
+        return self.stopped is not None
 
     def sampled(self) -> list[float]:
-        """Times at which tokens were sampled (the trailing after-loop call dropped)."""
-        return self.times[:-1] if len(self.times) > 1 else list(self.times)
+        """Times at which the tokens handed out were sampled (a token dropped by a stop left out)."""
+        return self.times[:-1] if self.stopped is not None else list(self.times)
 
 
 class Engine:
@@ -213,7 +233,7 @@ class Engine:
         param: str,
         extra_criterion: StoppingCriteria | None = None,
     ) -> Generation:
-        clock = _TokenClock(deadline)
+        clock = _TokenClock(deadline, params.max_tokens, self.n_ctx)
         criteria = StoppingCriteriaList([clock] if extra_criterion is None else [clock, extra_criterion])
         with self._lock:
             started = time.perf_counter()
@@ -235,9 +255,9 @@ class Engine:
             finished = time.perf_counter()
 
         usage = result["usage"]
-        finish: FinishReason = "deadline" if clock.cut_by_deadline else result["choices"][0]["finish_reason"]
+        finish: FinishReason = clock.stopped or result["choices"][0]["finish_reason"]
         sampled = clock.sampled()
-        first = sampled[0] if sampled else finished
+        first = clock.times[0] if clock.times else finished
         decode_s = sampled[-1] - sampled[0] if len(sampled) > 1 else 0.0
         timings = GenerationTimings(
             prompt_ms=(first - started) * 1000.0,
