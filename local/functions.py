@@ -191,20 +191,13 @@ def build_plans(
         model = (options.llama_model or embedded_gguf()).resolve()
         if not model.is_file():
             raise FileNotFoundError(f"--llama-model: no GGUF file at {model}")
-        environment = _common_environment("llama", settings, options)
-        environment["MODEL_PATH"] = str(model)
         plans.append(
-            FunctionPlan(
-                key="llama",
-                spec=FunctionSpec(
-                    name="llama",
-                    code_dir=IMAGES / "llama",
-                    memory_mb=options.memory_mb.get("llama", settings.memory_mb),
-                    timeout_s=options.timeout_s.get("llama", settings.timeout_s),
-                    environment=environment,
-                ),
-                invoke_port=options.llama_invoke_port,
-                url_port=options.llama_url_port,
+            _plan(
+                "llama",
+                settings,
+                options,
+                {"MODEL_PATH": str(model)},
+                ports=(options.llama_invoke_port, options.llama_url_port),
                 description=f"{model.name} ({model.stat().st_size / 1e6:.0f} MB)",
             )
         )
@@ -220,21 +213,39 @@ def build_plans(
             EMBEDDINGS_MODEL_ID if options.embeddings_model is None else source.name
         )
         model_dir = prepare_embeddings_model(source, model_id, echo=echo) if backend == "onnx" else source
-        environment = _common_environment("embeddings", settings, options)
-        environment.update({"MODEL_DIR": str(model_dir), "MODEL_ID": model_id, "BACKEND": backend})
         plans.append(
-            FunctionPlan(
-                key="embeddings",
-                spec=FunctionSpec(
-                    name="embeddings",
-                    code_dir=IMAGES / "embeddings",
-                    memory_mb=options.memory_mb.get("embeddings", settings.memory_mb),
-                    timeout_s=options.timeout_s.get("embeddings", settings.timeout_s),
-                    environment=environment,
-                ),
-                invoke_port=options.embeddings_invoke_port,
-                url_port=options.embeddings_url_port,
+            _plan(
+                "embeddings",
+                settings,
+                options,
+                {"MODEL_DIR": str(model_dir), "MODEL_ID": model_id, "BACKEND": backend},
+                ports=(options.embeddings_invoke_port, options.embeddings_url_port),
                 description=f"{model_id}, {backend} backend",
             )
         )
     return plans
+
+
+def _plan(
+    key: FunctionKey,
+    settings: Deployed,
+    options: LocalOptions,
+    model_environment: dict[str, str],
+    *,
+    ports: tuple[int, int],
+    description: str,
+) -> FunctionPlan:
+    """One function as deployed (memory, timeout, environment), with the model and ports chosen here."""
+    return FunctionPlan(
+        key=key,
+        spec=FunctionSpec(
+            name=key,
+            code_dir=IMAGES / key,
+            memory_mb=options.memory_mb.get(key, settings.memory_mb),
+            timeout_s=options.timeout_s.get(key, settings.timeout_s),
+            environment={**_common_environment(key, settings, options), **model_environment},
+        ),
+        invoke_port=ports[0],
+        url_port=ports[1],
+        description=description,
+    )

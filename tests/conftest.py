@@ -1,4 +1,4 @@
-"""Shared fixtures: the embedded real models and the stored sample events."""
+"""Shared fixtures: the embedded real models, the stored sample events and the local stack."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from local.models import embedded_embeddings_model, embedded_gguf
+from local.stack import LocalStack, RunningFunction
+from local.testing import shared_stack
 
 EVENTS = Path(__file__).parent / "events"
 
@@ -66,3 +68,20 @@ def gguf_path() -> Path:
 @pytest.fixture(scope="session")
 def embeddings_model_dir() -> Path:
     return embedded_embeddings_model()
+
+
+# Both functions under the real RIE, started once per session (local.testing.shared_stack)
+# and used by the client and local-stack tests.
+@pytest.fixture(scope="module")
+def stack() -> LocalStack:
+    return shared_stack()
+
+
+@pytest.fixture(scope="module")
+def llama(stack: LocalStack) -> RunningFunction:
+    return stack.functions["llama"]
+
+
+@pytest.fixture(scope="module")
+def embeddings(stack: LocalStack) -> RunningFunction:
+    return stack.functions["embeddings"]

@@ -23,25 +23,10 @@ import pytest
 from botocore.stub import Stubber
 
 from local import client
-from local.stack import LocalStack, RunningFunction
+from local.stack import RunningFunction
 from local.testing import API_KEY, echo_function, shared_stack
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def stack() -> LocalStack:
-    return shared_stack()
-
-
-@pytest.fixture(scope="module")
-def llama(stack: LocalStack) -> RunningFunction:
-    return stack.functions["llama"]
-
-
-@pytest.fixture(scope="module")
-def embeddings(stack: LocalStack) -> RunningFunction:
-    return stack.functions["embeddings"]
 
 
 @pytest.fixture(scope="module")

@@ -34,21 +34,6 @@ EMBEDDINGS_SEED = {"inputs": ["First text", "Second text"]}
 AWS = str(Path(sys.executable).parent / "aws")
 
 
-@pytest.fixture(scope="module")
-def stack() -> LocalStack:
-    return shared_stack()
-
-
-@pytest.fixture(scope="module")
-def llama(stack: LocalStack) -> RunningFunction:
-    return stack.functions["llama"]
-
-
-@pytest.fixture(scope="module")
-def embeddings(stack: LocalStack) -> RunningFunction:
-    return stack.functions["embeddings"]
-
-
 @pytest.fixture
 def aws_env(tmp_path: Path) -> dict[str, str]:
     """Dummy credentials for the AWS CLI and no user configuration (AWS itself is not reachable here)."""
