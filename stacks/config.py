@@ -404,7 +404,7 @@ class _Reader:
         kind = "folder" if want_dir else ".gguf file"
         allowed = (
             f"must be unset (null: download from the Hub) or the path of a model {kind} relative to "
-            f"lambda_images/ and inside {folder}/ (the only image folder in that build context), "
+            f"lambda_images/ and inside {folder}/models/ (the folder the Dockerfile copies models from), "
             f"e.g. {folder}/models/{'my-model' if want_dir else 'my-model.gguf'}"
         )
         if not isinstance(raw, str):
@@ -415,8 +415,8 @@ class _Reader:
             path.is_absolute()
             or ".." in path.parts
             or "\\" in raw
-            or len(path.parts) < 2
-            or path.parts[0] != folder
+            or len(path.parts) < 3
+            or path.parts[:2] != (folder, "models")
         ):
             self.problem(key, raw, allowed)
             return None

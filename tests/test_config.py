@@ -148,9 +148,11 @@ RETENTIONS = "1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 109
         ("cors_allowed_origins", "app.example.com", "each must be '*' or scheme://host[:port]"),
         ("cors_allowed_origins", 5, "must be a list of origins"),
         ("cors_allowed_origins", [f"https://h{n}.example" for n in range(101)], "at most 100"),
-        ("llama_model_local_path", "/abs/model.gguf", "relative to lambda_images/ and inside llama/"),
-        ("llama_model_local_path", "embeddings/models/x.gguf", "inside llama/"),
-        ("llama_model_local_path", "llama/../common/x.gguf", "inside llama/"),
+        ("llama_model_local_path", "/abs/model.gguf", "relative to lambda_images/ and inside llama/models/"),
+        ("llama_model_local_path", "embeddings/models/x.gguf", "inside llama/models/"),
+        ("llama_model_local_path", "llama/../common/x.gguf", "inside llama/models/"),
+        ("llama_model_local_path", "llama/x.gguf", "inside llama/models/"),
+        ("embeddings_model_local_path", "embeddings/my-model", "inside embeddings/models/"),
         ("llama_model_local_path", "llama/models/absent.gguf", "no such .gguf file"),
         ("embeddings_model_local_path", "embeddings/models/absent", "no such folder"),
         ("hf_token_file", "no/such/token", "must be unset (null) or the path of an existing file"),
@@ -211,6 +213,7 @@ def test_local_models_are_checked_against_the_build_context(tmp_path: Path) -> N
     # Given a build context with a GGUF file and an embeddings model folder
     (tmp_path / "llama" / "models").mkdir(parents=True)
     (tmp_path / "llama" / "models" / "tiny.gguf").write_bytes(b"GGUF")
+    (tmp_path / "llama" / "models" / "folder.gguf").mkdir()
     (tmp_path / "embeddings" / "models" / "mini").mkdir(parents=True)
     (tmp_path / "embeddings" / "models" / "weights.bin").write_bytes(b"x")
     # When they are chosen
@@ -227,7 +230,7 @@ def test_local_models_are_checked_against_the_build_context(tmp_path: Path) -> N
     assert config.llama_model.source == "llama/models/tiny.gguf"
     # And a folder where a file is expected (and the reverse) is refused
     with pytest.raises(ConfigError, match=r"no such \.gguf file"):
-        config_with({"llama_model_local_path": "llama/models"}, images_dir=tmp_path)
+        config_with({"llama_model_local_path": "llama/models/folder.gguf"}, images_dir=tmp_path)
     with pytest.raises(ConfigError, match="no such folder"):
         config_with({"embeddings_model_local_path": "embeddings/models/weights.bin"}, images_dir=tmp_path)
 

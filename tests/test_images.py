@@ -435,12 +435,6 @@ def test_code_only_change_reuses_the_compiled_llama_layer(
         podman("rmi", rebuild.tag, check=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="podman (buildah 1.28) ignores the content of RUN --mount=type=bind in its cache key "
-    "(containers/buildah#5400), and the model stage bind-mounts the context: fixed when the "
-    "Dockerfile COPYs llama/models/ instead (docs/images.md, 'Known problems')",
-)
 def test_changed_local_model_is_rebuilt_into_the_image(
     llama_build: BuildResult, base_image: str, workdir: Path
 ) -> None:

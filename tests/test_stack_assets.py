@@ -104,7 +104,8 @@ def test_staged_context_holds_common_and_its_own_folder_only(
     assert not any(path.startswith(f"{other}/") for path in staged)
     # And no caches, tests or local model files
     assert not any("__pycache__" in path or path.endswith(".pyc") for path in staged)
-    assert not any(path.startswith(f"{folder}/models/") for path in staged)
+    # (models/ itself is sent, holding only its .gitkeep: the Dockerfile COPYs the folder)
+    assert {path for path in staged if path.startswith(f"{folder}/models/")} == {f"{folder}/models/.gitkeep"}
     assert not any("/tests/" in path for path in staged)
 
 
@@ -153,12 +154,14 @@ def test_a_chosen_local_model_is_sent_and_named_in_the_build_args(
             "embeddings_model_local_path": "embeddings/models/my-model",
         },
     )
-    # Then exactly the chosen model is in each context, nothing else from models/
+    # Then exactly the chosen model is in each context, nothing else from models/ but its .gitkeep
     assert {p for p in chosen.staged_files("llama") if p.startswith("llama/models/")} == {
-        "llama/models/big.gguf"
+        "llama/models/.gitkeep",
+        "llama/models/big.gguf",
     }
     assert {p for p in chosen.staged_files("embeddings") if p.startswith("embeddings/models/")} == {
-        "embeddings/models/my-model/config.json"
+        "embeddings/models/.gitkeep",
+        "embeddings/models/my-model/config.json",
     }
     # And the build argument names it, and the image is rebuilt
     assert chosen.image("llama")[1]["dockerBuildArgs"]["MODEL_LOCAL_PATH"] == "llama/models/big.gguf"
