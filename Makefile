@@ -14,7 +14,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 CDK_ARGS ?=
 PYTEST_ARGS ?=
 LOCAL_ARGS ?=
-BENCH_ARGS ?=
+BENCH_ARGS ?= --readme
 
 .PHONY: help setup setup-system local test test-fast test-images lint format bench cost synth bootstrap diff deploy destroy clean
 

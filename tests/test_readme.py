@@ -49,13 +49,17 @@ def test_relative_links_point_at_files_that_exist() -> None:
 
 def test_performance_section_is_generated_not_typed() -> None:
     text = readme()
-    start, end = text.index("<!-- bench:start -->"), text.index("<!-- bench:end -->")
+    end_marker = "<!-- bench:end -->"
+    start, end = text.index("<!-- bench:start -->"), text.index(end_marker)
     assert start < end
-    block = text[start:end]
+    block = text[start : end + len(end_marker)]
     results = PROJECT_DIR / "benchmarks" / "results.json"
     # The published results exist, and the block is exactly what they render to.
     assert results.is_file()
     from benchmarks.report import load, render_readme_block
 
-    assert render_readme_block(load(results)).strip() in block
+    assert render_readme_block(load(results)).strip() == block
     assert "projection" in block.lower()
+    # And the charts it shows and the documents it links are published with it
+    for target in re.findall(r"\]\(([^)#]+)\)", block):
+        assert (PROJECT_DIR / target).is_file(), target
