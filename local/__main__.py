@@ -121,11 +121,18 @@ def _per_function(args: argparse.Namespace, name: str) -> dict[str, int]:
 
 
 def _model_name(function: RunningFunction) -> str:
-    """The model id clients may send: from GET /v1/models, else from GET /health."""
-    status, raw, _ = function.call("GET", "/v1/models")
-    if status == 200:
-        with contextlib.suppress(ValueError, KeyError, IndexError, TypeError):
-            return str(json.loads(raw)["data"][0]["id"])
+    """The model id clients may send: the generator's GET /v1/models, the embedder's GET /info,
+    else GET /health (each asks only the route its function has, so no refusal is logged)."""
+    if function.plan.key == "llama":
+        status, raw, _ = function.call("GET", "/v1/models")
+        if status == 200:
+            with contextlib.suppress(ValueError, KeyError, IndexError, TypeError):
+                return str(json.loads(raw)["data"][0]["id"])
+    else:
+        status, raw, _ = function.call("GET", "/info")
+        if status == 200:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                return str(json.loads(raw)["model_id"])
     status, raw, _ = function.call("GET", "/health")
     if status == 200:
         with contextlib.suppress(ValueError, AttributeError):
