@@ -146,3 +146,67 @@ def test_api_key_comes_from_secrets_manager_when_an_arn_is_set() -> None:
     assert guard.authorized({"Authorization": f"Bearer {KEY}"})
     assert not ApiKeyGuard.from_environment({}).enabled
     assert ApiKeyGuard.from_environment({"API_KEY": KEY}).authorized({"authorization": f"Bearer {KEY}"})
+
+
+class FakeSecret:
+    """Stands in for Secrets Manager (AWS itself cannot exist here): a value that can be
+    rotated or made to fail, and a count of reads."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+        self.reads = 0
+        self.failing = False
+
+    def fetch(self, secret_id: str) -> str:
+        self.reads += 1
+        if self.failing:
+            raise RuntimeError("Secrets Manager unavailable")
+        return self.value
+
+
+def test_a_rotated_key_is_taken_up_and_the_old_one_retired_without_a_restart() -> None:
+    # Given a guard holding the key from (fake) Secrets Manager, and a clock we move
+    secret = FakeSecret(KEY)
+    now = [1000.0]
+    environ = {"API_KEY_SECRET_ARN": "arn:fake"}
+    guard = ApiKeyGuard.from_environment(environ, secret.fetch, clock=lambda: now[0])
+    new_key = "n" * 32
+    assert secret.reads == 1
+    # When the key is rotated in Secrets Manager
+    secret.value = new_key
+    # Then a caller with the new key is let in once the short retry interval has passed
+    now[0] += 1
+    assert not guard.authorized({"authorization": f"Bearer {new_key}"})
+    assert secret.reads == 1  # a wrong key within the retry interval costs no read
+    now[0] += ApiKeyGuard.RETRY_S
+    assert guard.authorized({"authorization": f"Bearer {new_key}"})
+    assert secret.reads == 2
+    # And the old key no longer works
+    assert not guard.authorized({"authorization": f"Bearer {KEY}"})
+
+
+def test_a_warm_guard_rereads_the_key_when_it_is_old_and_keeps_it_when_reading_fails() -> None:
+    secret = FakeSecret(KEY)
+    now = [0.0]
+    environ = {"API_KEY_SECRET_ARN": "arn:fake"}
+    guard = ApiKeyGuard.from_environment(environ, secret.fetch, clock=lambda: now[0])
+    # Given the key was rotated while no wrong key was presented
+    secret.value = "r" * 32
+    now[0] += ApiKeyGuard.MAX_AGE_S - 1
+    # Then the old key still works until the key is MAX_AGE_S old ...
+    assert guard.authorized({"authorization": f"Bearer {KEY}"})
+    now[0] += 1
+    # ... and not after: the guard read the secret again
+    assert not guard.authorized({"authorization": f"Bearer {KEY}"})
+    assert guard.authorized({"authorization": f"Bearer {'r' * 32}"})
+    # And when Secrets Manager fails, the key held so far stays in force
+    secret.failing = True
+    now[0] += ApiKeyGuard.MAX_AGE_S
+    reads = secret.reads
+    assert guard.authorized({"authorization": f"Bearer {'r' * 32}"})
+    assert secret.reads == reads + 1
+    # And a local API_KEY (no Secrets Manager) is never re-read
+    local = ApiKeyGuard.from_environment({"API_KEY": KEY}, secret.fetch, clock=lambda: now[0])
+    now[0] += 10 * ApiKeyGuard.MAX_AGE_S
+    assert local.authorized({"authorization": f"Bearer {KEY}"})
+    assert secret.reads == reads + 1

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import os
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+_logger = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -148,12 +151,40 @@ class ApiKeyGuard:
     (``API_KEY_SECRET_ARN``) and grants read access to it. ``API_KEY`` is
     accepted for local runs, where there is no Secrets Manager; the stack never
     sets it. Without either the guard is off (IAM-authenticated URLs).
+
+    A key read from Secrets Manager is read again when it is older than
+    ``max_age_s`` (so a rotated-out key stops working in every warm environment,
+    provisioned ones included, within that time), and when a request presents
+    another key and the last read is older than ``retry_s`` (so a newly stored key
+    works within seconds, while a flood of wrong keys costs at most one read per
+    ``retry_s``). A failed re-read keeps the key held so far.
     """
 
-    def __init__(self, key: str | None) -> None:
-        if key is not None and len(key) < 16:
+    MAX_AGE_S = 300.0
+    RETRY_S = 10.0
+
+    def __init__(
+        self,
+        key: str | None,
+        *,
+        refresh: Callable[[], str] | None = None,
+        max_age_s: float = MAX_AGE_S,
+        retry_s: float = RETRY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._key = self._check(key) if key is not None else None
+        self._refresh = refresh
+        self._max_age_s = max_age_s
+        self._retry_s = retry_s
+        self._clock = clock
+        self._read_at = clock()
+
+    @staticmethod
+    def _check(key: str) -> bytes:
+        key = key.strip()
+        if len(key) < 16:
             raise ValueError("an API key must be at least 16 characters long")
-        self._key = key.encode() if key is not None else None
+        return key.encode()
 
     @property
     def enabled(self) -> bool:
@@ -164,18 +195,21 @@ class ApiKeyGuard:
         cls,
         environ: Mapping[str, str] = os.environ,
         fetch_secret: Callable[[str], str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> ApiKeyGuard:
         arn = environ.get("API_KEY_SECRET_ARN", "").strip()
         if arn:
             fetch = fetch_secret or _fetch_secret
-            return cls(fetch(arn).strip())
+            return cls(fetch(arn), refresh=lambda: fetch(arn), clock=clock)
         local = environ.get("API_KEY", "").strip()
-        return cls(local or None)
+        return cls(local or None, clock=clock)
 
     def authorized(self, headers: Mapping[str, str]) -> bool:
-        """True when the guard is off or the Bearer token equals the key."""
+        """True when the guard is off or the Bearer token equals the (current) key."""
         if self._key is None:
             return True
+        if self._age() >= self._max_age_s:
+            self._reread()
         value = ""
         for name, header in headers.items():
             if name.lower() == "authorization":
@@ -184,14 +218,37 @@ class ApiKeyGuard:
         scheme, _, token = value.partition(" ")
         if scheme.lower() != "bearer" or not token:
             return False
-        return hmac.compare_digest(token.strip().encode(), self._key)
+        presented = token.strip().encode()
+        if hmac.compare_digest(presented, self._key):
+            return True
+        if self._age() >= self._retry_s and self._reread():
+            return hmac.compare_digest(presented, self._key)
+        return False
+
+    def _age(self) -> float:
+        return self._clock() - self._read_at
+
+    def _reread(self) -> bool:
+        """Read the key again; True when a different key was read."""
+        if self._refresh is None:
+            return False
+        self._read_at = self._clock()
+        try:
+            key = self._check(self._refresh())
+        except Exception:  # any failure keeps the key held so far
+            _logger.warning("re-reading the API key failed; keeping the key read before", exc_info=True)
+            return False
+        changed = key != self._key
+        self._key = key
+        return changed
 
 
 def _fetch_secret(arn: str) -> str:
     # Imported here: only API-key deployments pay for loading boto3.
     from aws_lambda_powertools.utilities import parameters
 
-    value = parameters.get_secret(arn)
+    # force_fetch: the guard decides when to read again; powertools' cache must not answer.
+    value = parameters.get_secret(arn, force_fetch=True)
     if isinstance(value, bytes):
         value = value.decode()
     if not isinstance(value, str) or not value:
