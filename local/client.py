@@ -41,11 +41,11 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from benchmarks.cost import CostInputError
+from benchmarks.lambda_logs import parse_line
+
 URL_REGION = re.compile(r"\.lambda-url\.([a-z0-9-]+)\.on\.aws$")
 ARN_REGION = re.compile(r"^arn:aws[a-z-]*:secretsmanager:([a-z0-9-]+):")
-REPORT_FIELDS = re.compile(
-    r"(Duration|Billed Duration|Init Duration|Memory Size|Max Memory Used): ([0-9.]+ (?:ms|MB))"
-)
 
 
 class ClientUsageError(Exception):
@@ -82,10 +82,29 @@ def region_from_arn(arn: str) -> str | None:
 
 
 def parse_report(log_tail: str) -> dict[str, str]:
-    """The fields of the REPORT line in the base64 log tail ``LogType=Tail`` returns."""
+    """The fields of the REPORT record in the log tail ``LogType=Tail`` returns.
+
+    A function logging in text format ends its tail with a ``REPORT`` line; one in
+    JSON format (this stack's functions) with a ``platform.report`` JSON record.
+    Both are read by the cost model's parser and shown with the text line's names.
+    """
     for line in reversed(log_tail.splitlines()):
-        if line.startswith("REPORT "):
-            return dict(REPORT_FIELDS.findall(line))
+        try:
+            record = parse_line(line)
+        except CostInputError:
+            continue
+        if record is None:
+            continue
+        fields = {
+            "Duration": f"{record.duration_ms} ms",
+            "Billed Duration": f"{record.billed_ms} ms",
+            "Memory Size": f"{record.memory_mb} MB",
+        }
+        if record.max_memory_used_mb is not None:
+            fields["Max Memory Used"] = f"{record.max_memory_used_mb} MB"
+        if record.init_ms is not None:
+            fields["Init Duration"] = f"{record.init_ms} ms"
+        return fields
     return {}
 
 

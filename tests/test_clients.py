@@ -298,6 +298,21 @@ def test_client_parses_lambda_report_lines() -> None:
         "Max Memory Used": "402 MB",
         "Init Duration": "1530.12 ms",
     }
+    # And the JSON-format record this stack's functions log (LoggingConfig.LogFormat JSON)
+    json_tail = (
+        '{"time":"2026-11-22T08:00:00.000Z","type":"platform.start","record":{"requestId":"1"}}\n'
+        '{"time":"2026-11-22T08:00:01.000Z","type":"platform.report","record":{"requestId":"1",'
+        '"metrics":{"durationMs":812.34,"billedDurationMs":813,"memorySizeMB":8192,"maxMemoryUsedMB":402,'
+        '"initDurationMs":1530.12},"status":"success"}}\n'
+    )
+    assert client.parse_report(json_tail) == {
+        "Duration": "812.34 ms",
+        "Billed Duration": "813 ms",
+        "Memory Size": "8192 MB",
+        "Max Memory Used": "402 MB",
+        "Init Duration": "1530.12 ms",
+    }
+    assert client.parse_report("START RequestId: 1\nsome log line\n") == {}
 
 
 def test_client_usage_errors_are_reported_without_a_traceback() -> None:
