@@ -596,11 +596,17 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, ar
     source.add_argument(
         "--file", type=Path, help="a file of log lines, JSON records or `aws logs filter-log-events` output"
     )
-    source.add_argument("--function", help="a deployed function's name: read /aws/lambda/NAME with boto3")
+    source.add_argument(
+        "--function",
+        help="a deployed function's name: read its log group (from its LoggingConfig) with boto3",
+    )
     logs.add_argument(
         "--since-hours", type=_decimal_arg, default=Decimal(24), help="CloudWatch: look back this far"
     )
-    logs.add_argument("--log-group", help="CloudWatch: log group (default /aws/lambda/FUNCTION)")
+    logs.add_argument(
+        "--log-group",
+        help="CloudWatch: log group (default: the function's LoggingConfig.LogGroup)",
+    )
     _add_function_shape(
         logs,
         region_help=f"--file: the function's region (default {DEFAULT_REGION}); "

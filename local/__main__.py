@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         "default: $LOCAL_API_KEY)",
     )
     parser.add_argument(
-        "--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="handler log level"
+        "--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), help="handler log level"
     )
     parser.add_argument("--verbose", action="store_true", help="also echo the emulator's own log lines")
     parser.add_argument(
