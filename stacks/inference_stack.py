@@ -79,9 +79,9 @@ class InferenceStack(Stack):
                 Acknowledgment(
                     id="AwsSolutions-SMG4",
                     reason=(
-                        "A static API key by design: the handlers read it once per cold start and clients "
-                        "hold a copy, so automatic rotation would break callers. Rotate it by hand with "
-                        "`aws secretsmanager put-secret-value` (documented in docs/deploy.md)."
+                        "A static API key by design: clients hold a copy, so automatic rotation would break "
+                        "callers. Rotate it by hand with `aws secretsmanager put-secret-value`; the handlers "
+                        "read the new key within minutes (documented in docs/deploy.md)."
                     ),
                 )
             )
