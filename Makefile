@@ -42,7 +42,7 @@ test-images: setup setup-system ## build both images as `cdk deploy` would and r
 lint: setup ## ruff, mypy, hadolint
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy app.py stacks local benchmarks lambda_images/common
+	$(PY) -m mypy app.py stacks local client benchmarks tests/images tests/harness.py lambda_images/common
 	# each image is its own program with its own top-level `handler` module
 	MYPYPATH=lambda_images/common $(PY) -m mypy lambda_images/llama
 	MYPYPATH=lambda_images/common $(PY) -m mypy lambda_images/embeddings

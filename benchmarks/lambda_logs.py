@@ -27,7 +27,7 @@ import json
 import re
 import statistics
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
@@ -80,9 +80,6 @@ class ReportRecord:
     @property
     def gb_seconds(self) -> Decimal:
         return Decimal(self.memory_mb) / MB_PER_GB * Decimal(self.billed_ms) / MS_PER_S
-
-    def with_memory(self, memory_mb: int) -> ReportRecord:
-        return replace(self, memory_mb=memory_mb)
 
 
 def parse_line(line: str) -> ReportRecord | None:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from local.invoke_api import InvokeApi
 from local.invoker import FunctionInvoker, InvokeOutcome
-from local.rie import IMAGES, ROOT, EmulatedFunction, FunctionSpec
+from local.rie import ROOT, EmulatedFunction, FunctionSpec
 from local.url_front import FunctionUrlFront, build_event, map_response
 
 Echo = Callable[[str], None]
@@ -188,9 +188,6 @@ class LocalStack:
         invoke_api.start()
         return RunningFunction(plan, emulated, invoker, invoke_api, url_front, tail, log_path)
 
-    def _prefixed(self, prefix: str) -> Echo:
-        return lambda line: self.echo(f"[{prefix}] {line}")
-
     def warm_up(self, *, progress_every_s: float = 5.0) -> dict[str, float]:
         """Run each function's init with a GET /health; report progress and the time each took.
 
@@ -252,7 +249,3 @@ class LocalStack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def code_dir(key: str) -> Path:
-    return IMAGES / key

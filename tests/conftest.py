@@ -13,7 +13,7 @@ import pytest
 
 from local.models import embedded_embeddings_model, embedded_gguf
 from local.stack import LocalStack, RunningFunction
-from local.testing import shared_stack
+from tests.harness import shared_stack
 
 EVENTS = Path(__file__).parent / "events"
 
@@ -70,7 +70,7 @@ def embeddings_model_dir() -> Path:
     return embedded_embeddings_model()
 
 
-# Both functions under the real RIE, started once per session (local.testing.shared_stack)
+# Both functions under the real RIE, started once per session (tests.harness.shared_stack)
 # and used by the client and local-stack tests.
 @pytest.fixture(scope="module")
 def stack() -> LocalStack:

@@ -1,4 +1,4 @@
-"""Clients people use, against the local stack: the official OpenAI SDK and `python -m local.client`.
+"""Clients people use, against the local stack: the official OpenAI SDK and `python -m client`.
 
 AWS itself cannot exist here. Where a client needs it, the test says so:
 boto3 gets dummy credentials (the emulator ignores them), SigV4 signing is
@@ -22,9 +22,10 @@ import openai
 import pytest
 from botocore.stub import Stubber
 
-from local import client
+import client.__main__ as client_cli
+from client import calls
 from local.stack import RunningFunction
-from local.testing import API_KEY, echo_function, shared_stack
+from tests.harness import API_KEY, echo_function, shared_stack
 
 pytestmark = pytest.mark.slow
 
@@ -160,12 +161,12 @@ def test_sdk_with_the_api_key(llama_model: str) -> None:
         wrong.models.list()
 
 
-# --- python -m local.client -----------------------------------------------------------------------
+# --- python -m client -----------------------------------------------------------------------
 
 
 def run_client(*argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    status = client.main(list(argv), out=out, err=err)
+    status = client_cli.main(list(argv), out=out, err=err)
     return status, out.getvalue(), err.getvalue()
 
 
@@ -205,7 +206,7 @@ def test_client_signs_iam_urls_with_sigv4_for_lambda(echo: RunningFunction) -> N
     session = boto3.Session(
         aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret", region_name="eu-west-1"
     )
-    answer = client.call_url(
+    answer = calls.call_url(
         echo.url,
         path="/v1/embeddings?x=1",
         data=b'{"input": "hi"}',
@@ -226,10 +227,9 @@ def test_client_signs_iam_urls_with_sigv4_for_lambda(echo: RunningFunction) -> N
 
 def test_client_takes_the_signing_region_from_a_function_url() -> None:
     assert (
-        client.region_from_url("https://abc123.lambda-url.ap-southeast-2.on.aws/v1/models")
-        == "ap-southeast-2"
+        calls.region_from_url("https://abc123.lambda-url.ap-southeast-2.on.aws/v1/models") == "ap-southeast-2"
     )
-    assert client.region_from_url("http://127.0.0.1:8080") is None
+    assert calls.region_from_url("http://127.0.0.1:8080") is None
 
 
 def test_client_reads_the_api_key_from_secrets_manager() -> None:
@@ -246,7 +246,7 @@ def test_client_reads_the_api_key_from_secrets_manager() -> None:
 
     with Stubber(secrets) as stub:
         stub.add_response("get_secret_value", {"SecretString": "  the-key-from-secrets  "}, {"SecretId": arn})
-        assert client.fetch_api_key(arn, session=OneClientSession()) == "the-key-from-secrets"
+        assert calls.fetch_api_key(arn, session=OneClientSession()) == "the-key-from-secrets"
 
 
 def test_client_invokes_by_function_name(
@@ -291,7 +291,7 @@ def test_client_parses_lambda_report_lines() -> None:
         "REPORT RequestId: 1\tDuration: 812.34 ms\tBilled Duration: 813 ms\tMemory Size: 8192 MB\t"
         "Max Memory Used: 402 MB\tInit Duration: 1530.12 ms\t\n"
     )
-    assert client.parse_report(tail) == {
+    assert calls.parse_report(tail) == {
         "Duration": "812.34 ms",
         "Billed Duration": "813 ms",
         "Memory Size": "8192 MB",
@@ -305,14 +305,14 @@ def test_client_parses_lambda_report_lines() -> None:
         '"metrics":{"durationMs":812.34,"billedDurationMs":813,"memorySizeMB":8192,"maxMemoryUsedMB":402,'
         '"initDurationMs":1530.12},"status":"success"}}\n'
     )
-    assert client.parse_report(json_tail) == {
+    assert calls.parse_report(json_tail) == {
         "Duration": "812.34 ms",
         "Billed Duration": "813 ms",
         "Memory Size": "8192 MB",
         "Max Memory Used": "402 MB",
         "Init Duration": "1530.12 ms",
     }
-    assert client.parse_report("START RequestId: 1\nsome log line\n") == {}
+    assert calls.parse_report("START RequestId: 1\nsome log line\n") == {}
 
 
 def test_client_usage_errors_are_reported_without_a_traceback() -> None:

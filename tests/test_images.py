@@ -3,7 +3,7 @@
 Everything is real: the CDK CLI synthesizes the app (with the context a user
 with local models passes), podman builds each Docker image asset from the
 synthesized asset manifest, and the images run under the real Lambda Runtime
-Interface Emulator with Lambda's limits (see local/images/). Only what cannot
+Interface Emulator with Lambda's limits (see tests/images/). Only what cannot
 exist here is replaced: the base image (a Debian-built stand-in through the
 BASE_IMAGE build argument), the Hugging Face Hub (local model paths) and
 download.pytorch.org (a local index of the same torch wheel). Nothing of AWS
@@ -25,9 +25,11 @@ from typing import Any
 
 import pytest
 
-from local.images.assets import CloudAssembly, ImageAsset, synthesize
-from local.images.base import ensure_base_image
-from local.images.build import (
+from local.models import EMBEDDINGS_MODEL_ID
+from tests.conftest import function_url_event
+from tests.images.assets import CloudAssembly, ImageAsset, synthesize
+from tests.images.base import ensure_base_image
+from tests.images.build import (
     TAG_PREFIX,
     BuildResult,
     TorchIndex,
@@ -37,12 +39,10 @@ from local.images.build import (
     image_tag,
     synth_context,
 )
-from local.images.cdk_cli import cdk_build_command
-from local.images.podman import CACHE, podman
-from local.images.report import image_report, render
-from local.images.run import LAMBDA_USER, LambdaContainer, cpu_share, run_under_qemu
-from local.models import EMBEDDINGS_MODEL_ID
-from tests.conftest import function_url_event
+from tests.images.cdk_cli import cdk_build_command
+from tests.images.podman import CACHE, podman
+from tests.images.report import image_report, render
+from tests.images.run import LAMBDA_USER, LambdaContainer, cpu_share, run_under_qemu
 
 pytestmark = [pytest.mark.images, pytest.mark.slow]
 

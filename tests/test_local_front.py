@@ -25,8 +25,8 @@ from botocore.config import Config
 
 from local.invoker import InvokeOutcome, classify
 from local.stack import RunningFunction
-from local.testing import echo_function
 from local.url_front import build_event, is_text_media_type, map_response
+from tests.harness import echo_function
 
 
 @pytest.fixture(scope="module")

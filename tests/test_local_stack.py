@@ -25,7 +25,7 @@ from botocore.config import Config
 
 from local.rie import ROOT, free_port
 from local.stack import LocalStack, RunningFunction
-from local.testing import API_KEY, shared_stack
+from tests.harness import API_KEY, shared_stack
 
 pytestmark = pytest.mark.slow
 

@@ -28,7 +28,7 @@ from pydantic import BaseModel
 
 from local.rie import IMAGES, ROOT
 from local.stack import RunningFunction
-from local.testing import shared_stack
+from tests.harness import shared_stack
 
 DOCS = ROOT / "docs" / "openapi"
 LLAMA_DIR = IMAGES / "llama"

@@ -21,7 +21,7 @@ import pytest
 
 from local.rie import ROOT
 from local.stack import RunningFunction
-from local.testing import shared_stack
+from tests.harness import shared_stack
 
 pytestmark = pytest.mark.slow
 

@@ -10,18 +10,9 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Protocol
 
 MB_PER_VCPU = 1769
 """Memory that buys one vCPU of CPU time on Lambda (AWS Lambda developer guide)."""
-
-
-class LambdaContextLike(Protocol):
-    """The part of the Lambda context object the handlers use."""
-
-    aws_request_id: str
-
-    def get_remaining_time_in_millis(self) -> int: ...
 
 
 def visible_cpus() -> int:

@@ -33,7 +33,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from local.images.podman import PodmanError, podman, require_tools
+from tests.images.podman import PodmanError, podman, require_tools
 
 TAG = "localhost/lambda-base-python311:bookworm"
 RECIPE_LABEL = "org.lambda-llm-inference.base-recipe"

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from local.images.podman import ROOT
+from tests.images.podman import ROOT
 
 CDK_CLI = ROOT / "node_modules" / ".bin" / "cdk"
 

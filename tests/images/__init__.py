@@ -7,7 +7,7 @@
 - ``build``: local models, the local torch index, podman builds and their cache report.
 - ``run``: a built image under Lambda's constraints behind the Runtime Interface Emulator,
   and under an emulated CPU (qemu).
-- ``report``: image sizes and largest layers (``python -m local.images.report``).
+- ``report``: image sizes and largest layers (``python -m tests.images.report``).
 
 docs/images.md explains the choices; tests/test_images.py uses all of it.
 """

@@ -16,8 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from local.images.assets import ImageAsset
-from local.images.podman import ROOT
+from tests.images.assets import ImageAsset
+from tests.images.podman import ROOT
 
 CLI_BUNDLE = ROOT / "node_modules" / "aws-cdk" / "lib" / "index.js"
 _CLASS_START = "Docker = class {"

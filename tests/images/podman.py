@@ -71,10 +71,6 @@ def podman(
     return completed
 
 
-def image_exists(reference: str) -> bool:
-    return podman("image", "exists", reference, check=False).returncode == 0
-
-
 def run_logged(command: Sequence[str], *, cwd: Path, log_path: Path, timeout_s: float) -> int:
     """Run a long podman command with its output streamed to a log file; return the exit status."""
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -34,9 +34,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
-from local.images.assets import LambdaFunction
-from local.images.podman import PodmanError, podman, require_tools
 from local.rie import INVOKE_PATH, InvokeResult, rie_binary
+from tests.images.assets import LambdaFunction
+from tests.images.podman import PodmanError, podman, require_tools
 
 LAMBDA_USER = "993:990"
 RIE_DIR = "/aws-lambda"
@@ -45,7 +45,7 @@ MB_PER_VCPU = 1769
 LAMBDA_MAX_PROCESSES = 1024
 LAMBDA_MAX_OPEN_FILES = 1024
 QEMU_STATIC = Path("/usr/bin/qemu-x86_64-static")
-CONTAINER_TMP = "/tmp"  # noqa: S108  (the container's /tmp, Lambda's only writable path)
+CONTAINER_TMP = "/tmp"
 
 # Runs on the host inside the container's network namespace: stdlib only.
 _CLIENT = r"""

@@ -29,10 +29,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from local.images.assets import ImageAsset, replaced
-from local.images.podman import ROOT, PodmanError, podman, run_logged
 from local.models import EMBEDDINGS_MODEL_ID, embedded_embeddings_model, embedded_gguf
 from local.rie import wait_for_port
+from tests.images.assets import ImageAsset, replaced
+from tests.images.podman import ROOT, PodmanError, podman, run_logged
 
 IMAGES_DIR = ROOT / "lambda_images"
 WHEELS_DIR = Path("/opt/wheels")

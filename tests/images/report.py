@@ -1,6 +1,6 @@
 """Each built image's size and its largest layers, for the test output and docs/images.md.
 
-``python -m local.images.report`` rewrites the generated section of
+``python -m tests.images.report`` rewrites the generated section of
 docs/images.md from the images the last ``make test-images`` left in podman's
 storage (tags ``localhost/lambda-llm-inference/<image>:test``).
 """
@@ -13,11 +13,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from local.images.build import TAG_PREFIX
-from local.images.podman import ROOT, podman
+from tests.images.build import TAG_PREFIX
+from tests.images.podman import ROOT, podman
 
 DOCS = ROOT / "docs" / "images.md"
-BEGIN = "<!-- BEGIN GENERATED: python -m local.images.report -->"
+BEGIN = "<!-- BEGIN GENERATED: python -m tests.images.report -->"
 END = "<!-- END GENERATED -->"
 IMAGE_NAMES = ("llama", "embeddings")
 MB = 1_000_000
@@ -43,19 +43,11 @@ class ImageReport:
     def largest(self, count: int = 5) -> list[Layer]:
         return sorted(self.layers, key=lambda layer: layer.size, reverse=True)[:count]
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "tag": self.tag,
-            "size": self.size,
-            "layers": [{"size": layer.size, "instruction": layer.instruction} for layer in self.layers],
-        }
-
 
 def describe(created_by: str, comment: str) -> str:
     """A readable instruction from podman's history entry."""
     if comment == "imported from tarball":
-        return "base image (stand-in: Debian bookworm + python3, see local/images/base.py)"
+        return "base image (stand-in: Debian bookworm + python3, see tests/images/base.py)"
     text = _NOP.sub("", created_by.strip())
     if "#(nop)" not in created_by:  # a RUN step (with "|N ARG=..." when build args are in scope)
         text = "RUN " + text
