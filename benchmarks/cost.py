@@ -1,14 +1,14 @@
-"""What a Lambda workload costs, from its shape or from its real REPORT log lines.
+"""``python -m benchmarks.cost`` (``make cost``): what the functions cost, from their shape or their logs.
 
-Lambda bills three things per invocation: the request, the compute time
-(memory in GB times billed duration in seconds, the duration rounded up to
-the next millisecond) and ephemeral storage above the included 512 MB (GB
-above 512 MB times the same seconds). Every price comes from
-``benchmarks/prices.json``; amounts are exact decimals, rounded to cents only
-for display.
+The price data is ``benchmarks/prices.json`` (loaded by ``benchmarks.prices``),
+the model is ``benchmarks.cost_model``; this module is the command line.
 
 Usage::
 
+    python -m benchmarks.cost                       # both functions as cdk.json configures them:
+                                                    # per-request cost and SnapStart's idle monthly cost
+    python -m benchmarks.cost functions --region ap-northeast-1 --duration-ms 2500
+    python -m benchmarks.cost snapstart --memory-mb 4096 --restores 1000
     python -m benchmarks.cost --memory-mb 8000 --duration-ms 6000 --requests 100000 \\
         --region eu-central-1
     python -m benchmarks.cost --memory-mb 3008 --requests 100000 \\
@@ -22,407 +22,61 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
+import textwrap
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
+from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-PRICES_PATH = Path(__file__).with_name("prices.json")
-ARCHITECTURES = ("x86_64", "arm64")
-DEFAULT_REGION = "us-east-1"
-ARCHITECTURE_ALIASES = {
-    "x86": "x86_64",
-    "x86_64": "x86_64",
-    "amd64": "x86_64",
-    "arm": "arm64",
-    "arm64": "arm64",
-}
-MB_PER_GB = Decimal(1024)
-MS_PER_S = Decimal(1000)
-MILLION = Decimal(1_000_000)
-CENT = Decimal("0.01")
+from benchmarks import lambda_logs
+from benchmarks.cost_model import (
+    CENT,
+    Estimate,
+    SnapStartCost,
+    Tokens,
+    Workload,
+    duration_from_throughput,
+    estimate,
+    plain,
+    price,
+    snapstart_cost,
+    usd,
+    usd_rate,
+)
+from benchmarks.prices import (
+    ARCHITECTURES,
+    DEFAULT_REGION,
+    MILLION,
+    MS_PER_S,
+    PRICES_PATH,
+    CostInputError,
+    PriceBook,
+    load_prices,
+    normalise_architecture,
+)
 
+ROOT = Path(__file__).resolve().parent.parent
+CDK_JSON = ROOT / "cdk.json"
+FUNCTIONS = ("llama", "embeddings")
 
-class CostInputError(ValueError):
-    """A workload or price look-up that cannot be priced; the message says why."""
-
-
-# ---------------------------------------------------------------------------
-# Prices
-
-
-@dataclass(frozen=True)
-class LambdaRate:
-    """Lambda's prices for one region and architecture."""
-
-    region: str
-    architecture: str
-    gb_second_tiers: tuple[tuple[Decimal | None, Decimal], ...]
-    """(upper bound of the tier in monthly GB-seconds or None for the last, price per GB-second)."""
-    request: Decimal
-    ephemeral_gb_second: Decimal
-
-    @property
-    def gb_second(self) -> Decimal:
-        """The first-tier price, which is what nearly every account pays."""
-        return self.gb_second_tiers[0][1]
-
-
-@dataclass(frozen=True)
-class ManagedOffer:
-    """A managed per-token alternative to self-hosting the model."""
-
-    id: str
-    name: str
-    kind: str
-    input_per_million: Decimal
-    output_per_million: Decimal
-    region: str
-    source: str
-    note: str
-
-
-@dataclass(frozen=True)
-class FreeTier:
-    requests: int
-    gb_seconds: Decimal
-
-
-@dataclass(frozen=True)
-class PriceBook:
-    """Everything in prices.json, validated."""
-
-    checked: str
-    source: str
-    regional_source: str
-    memory_mb_range: tuple[int, int]
-    ephemeral_mb_range: tuple[int, int]
-    ephemeral_included_mb: int
-    free_tier: FreeTier
-    rates: dict[tuple[str, str], LambdaRate]
-    region_names: dict[str, str]
-    managed: tuple[ManagedOffer, ...]
-
-    @property
-    def regions(self) -> list[str]:
-        return sorted(self.region_names)
-
-    def rate(self, region: str, architecture: str) -> LambdaRate:
-        arch = normalise_architecture(architecture)
-        if region not in self.region_names:
-            raise CostInputError(
-                f"unknown region {region!r}: prices.json has {', '.join(self.regions)} "
-                "(add the region's rates to benchmarks/prices.json)"
-            )
-        return self.rates[(region, arch)]
-
-    def managed_for(self, kind: str) -> list[ManagedOffer]:
-        return [offer for offer in self.managed if offer.kind == kind]
-
-
-def normalise_architecture(name: str) -> str:
-    try:
-        return ARCHITECTURE_ALIASES[name.lower()]
-    except KeyError:
-        raise CostInputError(f"unknown architecture {name!r}: use x86_64 or arm64") from None
-
-
-def _decimal(value: Any, where: str) -> Decimal:
-    if not isinstance(value, (str, int)):
-        raise CostInputError(f"{where}: price must be a string or integer, got {value!r}")
-    return Decimal(str(value))
-
-
-def load_prices(path: Path = PRICES_PATH) -> PriceBook:
-    """Read and check the price file (every price, bound and source in one place)."""
-    data = json.loads(path.read_text())
-    lam = data["lambda"]
-    bounds = lam["duration_tiers"]
-    rates: dict[tuple[str, str], LambdaRate] = {}
-    names: dict[str, str] = {}
-    for region, entry in lam["regions"].items():
-        names[region] = entry["name"]
-        for arch in ARCHITECTURES:
-            raw = entry[arch]
-            prices = [_decimal(p, f"{region}/{arch}/gb_second") for p in raw["gb_second"]]
-            limits: list[Decimal | None] = [Decimal(b) for b in bounds[arch]]
-            limits.append(None)
-            if len(prices) != len(limits):
-                raise CostInputError(
-                    f"{path}: {region}/{arch} has {len(prices)} GB-second prices for {len(limits)} tiers"
-                )
-            rates[(region, arch)] = LambdaRate(
-                region=region,
-                architecture=arch,
-                gb_second_tiers=tuple(zip(limits, prices, strict=True)),
-                request=_decimal(raw["request"], f"{region}/{arch}/request"),
-                ephemeral_gb_second=_decimal(raw["ephemeral_gb_second"], f"{region}/{arch}/ephemeral"),
-            )
-    free = lam["free_tier"]
-    managed = tuple(
-        ManagedOffer(
-            id=m["id"],
-            name=m["name"],
-            kind=m["kind"],
-            input_per_million=_decimal(m["input_per_million"], m["id"]),
-            output_per_million=_decimal(m["output_per_million"], m["id"]),
-            region=m["region"],
-            source=m["source"],
-            note=m.get("note", ""),
-        )
-        for m in data["managed"]
-    )
-    return PriceBook(
-        checked=data["checked"],
-        source=lam["source"],
-        regional_source=lam["regional_source"],
-        memory_mb_range=(lam["memory_mb"]["min"], lam["memory_mb"]["max"]),
-        ephemeral_mb_range=(lam["ephemeral_storage_mb"]["min"], lam["ephemeral_storage_mb"]["max"]),
-        ephemeral_included_mb=lam["ephemeral_storage_mb"]["included"],
-        free_tier=FreeTier(
-            requests=free["requests_per_month"], gb_seconds=Decimal(free["gb_seconds_per_month"])
-        ),
-        rates=rates,
-        region_names=names,
-        managed=managed,
-    )
+__all__ = [
+    # Re-exported for modules that import them from here (benchmarks.projection, benchmarks.__main__).
+    "PRICES_PATH",
+    "CostInputError",
+    "PriceBook",
+    "Tokens",
+    "Workload",
+    "duration_from_throughput",
+    "estimate",
+    "load_prices",
+    "main",
+]
 
 
 # ---------------------------------------------------------------------------
-# The model
-
-
-def billed_ms(duration_ms: Decimal | float | int) -> int:
-    """Lambda rounds each invocation's duration up to the next millisecond."""
-    value = Decimal(str(duration_ms))
-    return int(value.to_integral_value(rounding=ROUND_CEILING))
-
-
-def tiered_compute_cost(gb_seconds: Decimal, rate: LambdaRate) -> Decimal:
-    """Compute cost of a month's GB-seconds through the duration price tiers."""
-    cost = Decimal(0)
-    lower = Decimal(0)
-    for upper, price in rate.gb_second_tiers:
-        if gb_seconds <= lower:
-            break
-        portion = gb_seconds - lower if upper is None else min(gb_seconds, upper) - lower
-        cost += portion * price
-        if upper is None:
-            break
-        lower = upper
-    return cost
-
-
-@dataclass(frozen=True)
-class Tokens:
-    """Tokens per request and, when measured, the speeds that set the duration."""
-
-    input: int = 0
-    output: int = 0
-    input_per_s: Decimal | None = None
-    output_per_s: Decimal | None = None
-
-    @property
-    def total(self) -> int:
-        return self.input + self.output
-
-
-def duration_from_throughput(tokens: Tokens, overhead_ms: Decimal = Decimal(0)) -> Decimal:
-    """Milliseconds a request takes at the given prompt-processing and generation speeds."""
-    seconds = Decimal(0)
-    for count, speed, label in (
-        (tokens.input, tokens.input_per_s, "input"),
-        (tokens.output, tokens.output_per_s, "output"),
-    ):
-        if count == 0:
-            continue
-        if speed is None or speed <= 0:
-            raise CostInputError(
-                f"{count} {label} tokens per request need a positive {label} speed (tokens/s)"
-            )
-        seconds += Decimal(count) / speed
-    return seconds * MS_PER_S + overhead_ms
-
-
-@dataclass(frozen=True)
-class Workload:
-    memory_mb: int
-    duration_ms: Decimal
-    requests: int
-    region: str = "us-east-1"
-    architecture: str = "x86_64"
-    ephemeral_mb: int = 512
-    tokens: Tokens = field(default_factory=Tokens)
-
-    def validate(self, prices: PriceBook) -> None:
-        low, high = prices.memory_mb_range
-        if not low <= self.memory_mb <= high:
-            raise CostInputError(f"memory must be between {low} and {high} MB, got {self.memory_mb}")
-        low, high = prices.ephemeral_mb_range
-        if not low <= self.ephemeral_mb <= high:
-            raise CostInputError(
-                f"ephemeral storage must be between {low} and {high} MB, got {self.ephemeral_mb}"
-            )
-        if self.duration_ms < 0:
-            raise CostInputError(f"duration must not be negative, got {self.duration_ms} ms")
-        if self.requests < 1:
-            raise CostInputError(f"requests must be at least 1, got {self.requests}")
-        if self.tokens.input < 0 or self.tokens.output < 0:
-            raise CostInputError("token counts must not be negative")
-        prices.rate(self.region, self.architecture)
-
-
-@dataclass(frozen=True)
-class ManagedComparison:
-    """What the same tokens would cost on a managed per-token service."""
-
-    offer: ManagedOffer
-    cost: Decimal
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """The cost of ``requests`` invocations of one shape, in exact decimals."""
-
-    workload: Workload
-    rate: LambdaRate
-    billed_ms_per_request: int
-    gb_seconds: Decimal
-    compute: Decimal
-    request_cost: Decimal
-    ephemeral_gb_seconds: Decimal
-    ephemeral: Decimal
-    free_tier: FreeTier
-    managed: tuple[ManagedComparison, ...]
-
-    @property
-    def total(self) -> Decimal:
-        return self.compute + self.request_cost + self.ephemeral
-
-    @property
-    def per_request(self) -> Decimal:
-        return self.total / self.workload.requests
-
-    @property
-    def gb_seconds_per_request(self) -> Decimal:
-        return self.gb_seconds / self.workload.requests
-
-    @property
-    def compute_per_gb_second(self) -> Decimal:
-        """Average price paid per GB-second (the first tier's, unless the month is huge)."""
-        return self.compute / self.gb_seconds if self.gb_seconds else self.rate.gb_second
-
-    def per_million_tokens(self) -> Decimal | None:
-        """Everything billed, spread over every token processed."""
-        tokens = self.workload.tokens.total * self.workload.requests
-        return self.total / tokens * MILLION if tokens else None
-
-    def per_million_by_kind(self) -> tuple[Decimal | None, Decimal | None]:
-        """Compute cost of a million input tokens and of a million output tokens, from measured speeds.
-
-        Request fees and millisecond rounding are left out (they are per
-        request, not per token); the blended figure includes them.
-        """
-        gb = Decimal(self.workload.memory_mb) / MB_PER_GB
-        per_second = gb * (self.compute_per_gb_second + self._ephemeral_per_gb_second_of_memory())
-        t = self.workload.tokens
-        inp = per_second * MILLION / t.input_per_s if t.input_per_s else None
-        out = per_second * MILLION / t.output_per_s if t.output_per_s else None
-        return inp, out
-
-    def _ephemeral_per_gb_second_of_memory(self) -> Decimal:
-        extra_gb = Decimal(self.workload.ephemeral_mb - 512) / MB_PER_GB
-        gb = Decimal(self.workload.memory_mb) / MB_PER_GB
-        return extra_gb * self.rate.ephemeral_gb_second / gb
-
-    # Free tier -------------------------------------------------------------
-
-    def free_requests_per_month(self) -> int:
-        """Requests of this shape the monthly free tier covers (compute and request fees)."""
-        per_request = self.gb_seconds_per_request
-        by_compute = math.inf if per_request == 0 else int(self.free_tier.gb_seconds / per_request)
-        return int(min(self.free_tier.requests, by_compute))
-
-    def free_tokens_per_month(self) -> int:
-        return self.free_requests_per_month() * self.workload.tokens.total
-
-    def total_after_free_tier(self) -> Decimal:
-        """The bill if this workload were the account's only Lambda use that month."""
-        gb_s = max(Decimal(0), self.gb_seconds - self.free_tier.gb_seconds)
-        reqs = max(0, self.workload.requests - self.free_tier.requests)
-        return tiered_compute_cost(gb_s, self.rate) + reqs * self.rate.request + self.ephemeral
-
-
-def estimate(workload: Workload, prices: PriceBook | None = None) -> Estimate:
-    """Price ``workload.requests`` invocations (one month's volume) of one shape."""
-    book = prices or load_prices()
-    workload.validate(book)
-    rate = book.rate(workload.region, normalise_architecture(workload.architecture))
-    per_request_ms = billed_ms(workload.duration_ms)
-    seconds = Decimal(per_request_ms) / MS_PER_S * workload.requests
-    gb_seconds = Decimal(workload.memory_mb) / MB_PER_GB * seconds
-    extra_gb = Decimal(workload.ephemeral_mb - book.ephemeral_included_mb) / MB_PER_GB
-    ephemeral_gb_seconds = extra_gb * seconds
-    kind = "generation" if workload.tokens.output else "embeddings"
-    comparisons = tuple(
-        ManagedComparison(
-            offer,
-            workload.requests
-            * (
-                workload.tokens.input * offer.input_per_million
-                + workload.tokens.output * offer.output_per_million
-            )
-            / MILLION,
-        )
-        for offer in book.managed_for(kind)
-        if workload.tokens.total
-    )
-    return Estimate(
-        workload=workload,
-        rate=rate,
-        billed_ms_per_request=per_request_ms,
-        gb_seconds=gb_seconds,
-        compute=tiered_compute_cost(gb_seconds, rate),
-        request_cost=workload.requests * rate.request,
-        ephemeral_gb_seconds=ephemeral_gb_seconds,
-        ephemeral=ephemeral_gb_seconds * rate.ephemeral_gb_second,
-        free_tier=book.free_tier,
-        managed=comparisons,
-    )
-
-
-# ---------------------------------------------------------------------------
-# Formatting
-
-
-def _significant(amount: Decimal, digits: int = 3) -> str:
-    places = max(0, digits - 1 - abs(amount).adjusted())
-    return f"${amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP):,}"
-
-
-def usd(amount: Decimal) -> str:
-    """Cents for a cent or more (as a bill shows them); three significant digits below that."""
-    if amount == 0:
-        return "$0.00"
-    if abs(amount) >= CENT:
-        return f"${amount.quantize(CENT, rounding=ROUND_HALF_UP):,}"
-    return _significant(amount)
-
-
-def usd_rate(amount: Decimal) -> str:
-    """A unit price such as dollars per million tokens: cents from $1 up, three significant digits below."""
-    if amount == 0 or abs(amount) >= 1:
-        return usd(amount)
-    return _significant(amount)
-
-
-def plain(amount: Decimal) -> str:
-    """A decimal without exponent or trailing zeros, with thousands separators."""
-    text = f"{amount.normalize():,f}"
-    return text.rstrip("0").rstrip(".") if "." in text else text
+# Text for an estimate
 
 
 def breakdown(result: Estimate) -> str:
@@ -525,6 +179,240 @@ def estimate_json(result: Estimate) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------
+# SnapStart
+
+
+def snapstart_text(
+    cost: SnapStartCost, book: PriceBook, *, hours: Decimal, restores: int, versions: int
+) -> str:
+    """SnapStart's charges at one memory size, each line with its arithmetic."""
+    rate = cost.rate
+    seconds = max(hours, cost.minimum_cache_hours) * 3600
+    minimum = (
+        f" (the {plain(cost.minimum_cache_hours)}-hour minimum)" if hours < cost.minimum_cache_hours else ""
+    )
+    lines = [
+        f"SnapStart at {cost.memory_mb:,} MB in {rate.region} (prices checked {book.snapstart.checked})",
+        f"  cache       {cost.memory_mb:,}/1024 GB x {plain(seconds)} s{minimum} x "
+        f"${plain(rate.cache_gb_second)}/GB-s = {usd(cost.cache(hours))} per active version",
+        f"  restore     {cost.memory_mb:,}/1024 GB x ${plain(rate.restore_gb)}/GB = {usd(cost.per_restore)} "
+        "per new environment\n              (plus its Billed Restore Duration, billed as duration)",
+    ]
+    total = versions * cost.cache(hours) + restores * cost.per_restore
+    lines.append(
+        f"  total       {versions:,} version(s) x {usd(cost.cache(hours))} + {restores:,} restore(s) x "
+        f"{usd(cost.per_restore)} = {usd(total)} over {plain(hours)} hours"
+    )
+    lines.append(
+        f"  (a month is {plain(cost.hours_per_month)} hours: one idle version costs "
+        f"{usd(cost.idle_per_month)} a month, with or without traffic)"
+    )
+    lines.append(
+        textwrap.fill(f"Sources: {book.snapstart.source}; {book.snapstart.regional_source}", width=100)
+    )
+    return "\n".join(lines)
+
+
+def snapstart_json(cost: SnapStartCost, *, hours: Decimal, restores: int, versions: int) -> dict[str, Any]:
+    return {
+        "memory_mb": cost.memory_mb,
+        "region": cost.rate.region,
+        "hours": str(hours),
+        "versions": versions,
+        "restores": restores,
+        "cache_usd_per_version": str(cost.cache(hours)),
+        "per_restore_usd": str(cost.per_restore),
+        "total_usd": str(versions * cost.cache(hours) + restores * cost.per_restore),
+        "idle_usd_per_month": str(cost.idle_per_month),
+        "cache_usd_per_gb_second": str(cost.rate.cache_gb_second),
+        "restore_usd_per_gb": str(cost.rate.restore_gb),
+    }
+
+
+# ---------------------------------------------------------------------------
+# The two functions as cdk.json configures them
+
+
+@dataclass(frozen=True)
+class FunctionSetting:
+    """One function's billing-relevant settings from cdk.json."""
+
+    name: str
+    memory_mb: int
+    architecture: str
+    snap_start: bool | None
+    """The function's SnapStart setting, when the configuration has one."""
+
+
+def configured_functions(cdk_json: Path = CDK_JSON) -> dict[str, FunctionSetting]:
+    """Memory and architecture of both functions, read from cdk.json through ``stacks.config``.
+
+    No CDK import: ``stacks.config`` validates the context on its own, as
+    for ``make local``. A bad or missing file is a ``CostInputError``.
+    """
+    from stacks.config import AppConfig
+
+    try:
+        context = json.loads(cdk_json.read_text())["context"]
+        config = AppConfig.from_context(context, images_dir=ROOT / "lambda_images", project_dir=ROOT)
+    except (OSError, KeyError, ValueError) as exc:
+        raise CostInputError(f"cannot read the functions' settings from {cdk_json}: {exc}") from None
+    settings = {}
+    for name in FUNCTIONS:
+        function = getattr(config, name)
+        snap = getattr(function, "snap_start", None)
+        settings[name] = FunctionSetting(
+            name=name,
+            memory_mb=int(function.memory_mb),
+            architecture=str(function.architecture),
+            snap_start=None if snap is None else bool(snap),
+        )
+    return settings
+
+
+@dataclass(frozen=True)
+class FunctionCost:
+    setting: FunctionSetting
+    request: Estimate
+    """One request of the given duration."""
+    snapstart: SnapStartCost | None
+    snapstart_missing: str | None
+    """Why there is no SnapStart figure (no price for the region in prices.json)."""
+
+
+def function_costs(
+    settings: dict[str, FunctionSetting], *, region: str, duration_ms: Decimal, book: PriceBook
+) -> list[FunctionCost]:
+    out = []
+    for setting in settings.values():
+        request = estimate(
+            Workload(
+                memory_mb=setting.memory_mb,
+                duration_ms=duration_ms,
+                requests=1,
+                region=region,
+                architecture=setting.architecture,
+            ),
+            book,
+        )
+        try:
+            snap: SnapStartCost | None = snapstart_cost(
+                setting.memory_mb, region=region, architecture=setting.architecture, prices=book
+            )
+            missing = None
+        except CostInputError as exc:
+            snap, missing = None, str(exc)
+        out.append(FunctionCost(setting=setting, request=request, snapstart=snap, snapstart_missing=missing))
+    return out
+
+
+def functions_text(costs: list[FunctionCost], book: PriceBook, *, region: str, origin: str) -> str:
+    seconds = plain(Decimal(costs[0].request.billed_ms_per_request) / MS_PER_S) if costs else "1"
+    header = (
+        f"{'function':<11} {'memory':>9}  {'arch':<7} {seconds + ' s request':>13} {'per second':>11} "
+        f"{'SnapStart idle/month':>21} {'per restore':>12}  SnapStart setting"
+    )
+    lines = [
+        f"The functions as {origin} configures them, prices in {region} (checked {book.checked}; "
+        f"SnapStart checked {book.snapstart.checked})",
+        "",
+        header,
+    ]
+    for c in costs:
+        s = c.setting
+        per_second = Decimal(s.memory_mb) / 1024 * c.request.rate.gb_second
+        idle = usd(c.snapstart.idle_per_month) if c.snapstart else "not priced"
+        restore = usd(c.snapstart.per_restore) if c.snapstart else "not priced"
+        setting = "(none in cdk.json)" if s.snap_start is None else ("on" if s.snap_start else "off")
+        lines.append(
+            f"{s.name:<11} {s.memory_mb:>6,} MB  {s.architecture:<7} {usd(c.request.per_request):>13} "
+            f"{usd(per_second):>11} {idle:>21} {restore:>12}  {setting}"
+        )
+    notes = [
+        f"{seconds} s request: one invocation billed {costs[0].request.billed_ms_per_request:,} ms "
+        f"(memory x duration x $/GB-s) plus the request fee "
+        f"({usd(costs[0].request.rate.request * MILLION)} per million); a cold start adds its Init Duration.",
+    ]
+    snap = next((c.snapstart for c in costs if c.snapstart is not None), None)
+    if snap is not None:
+        notes.append(
+            f"SnapStart idle/month: the snapshot cache of one published version kept active "
+            f"{plain(snap.hours_per_month)} hours (GB x {plain(snap.hours_per_month * 3600)} s x "
+            f"${plain(snap.rate.cache_gb_second)}/GB-s), charged with or without traffic, for every version "
+            "left published; Lambda deletes a snapshot not invoked for 14 days."
+        )
+        notes.append(
+            f"per restore: each new environment restored from the snapshot pays GB x "
+            f"${plain(snap.rate.restore_gb)}/GB, and its Billed Restore Duration as duration."
+        )
+    notes += sorted({f"SnapStart not priced: {c.snapstart_missing}" for c in costs if c.snapstart_missing})
+    notes.append(
+        "Another memory size: python -m benchmarks.cost snapstart --memory-mb 4096 (--help for more); "
+        "another request shape: python -m benchmarks.cost --memory-mb M --duration-ms D --requests N."
+    )
+    lines.append("")
+    for note in notes:
+        lines.append(textwrap.fill(note, width=100, initial_indent="  ", subsequent_indent="    "))
+    return "\n".join(lines)
+
+
+def functions_json(costs: list[FunctionCost], *, region: str) -> dict[str, Any]:
+    return {
+        "region": region,
+        "functions": {
+            c.setting.name: {
+                "memory_mb": c.setting.memory_mb,
+                "architecture": c.setting.architecture,
+                "snap_start": c.setting.snap_start,
+                "billed_ms_per_request": c.request.billed_ms_per_request,
+                "per_request_usd": str(c.request.per_request),
+                "snapstart_idle_usd_per_month": None
+                if c.snapstart is None
+                else str(c.snapstart.idle_per_month),
+                "snapstart_per_restore_usd": None if c.snapstart is None else str(c.snapstart.per_restore),
+                "snapstart_missing": c.snapstart_missing,
+            }
+            for c in costs
+        },
+    }
+
+
+def snapstart_results(region: str = DEFAULT_REGION, cdk_json: Path = CDK_JSON) -> dict[str, Any]:
+    """results.json's ``cost`` block: SnapStart's idle monthly cost of each function at cdk.json's memory.
+
+    ``snapstart_idle_usd_per_month`` maps function -> dollars (rounded to
+    cents), or None where prices.json has no SnapStart price for ``region``
+    (``snapstart_basis.missing`` then says why).
+    """
+    book = load_prices()
+    settings = configured_functions(cdk_json)
+    idle: dict[str, float | None] = {}
+    missing: dict[str, str] = {}
+    for name, setting in settings.items():
+        try:
+            cost = snapstart_cost(
+                setting.memory_mb, region=region, architecture=setting.architecture, prices=book
+            )
+            idle[name] = float(cost.idle_per_month.quantize(CENT))
+        except CostInputError as exc:
+            idle[name] = None
+            missing[name] = str(exc)
+    basis: dict[str, Any] = {
+        "region": region,
+        "memory_mb": {name: s.memory_mb for name, s in settings.items()},
+        "architecture": {name: s.architecture for name, s in settings.items()},
+        "hours_per_month": float(book.snapstart.hours_per_month),
+        "what": "SnapStart cache charge of one published version kept active for a month, at each "
+        "function's memory in cdk.json; restores and duration are extra",
+        "prices_checked": book.snapstart.checked,
+        "source": book.snapstart.source,
+    }
+    if missing:
+        basis["missing"] = missing
+    return {"snapstart_idle_usd_per_month": idle, "snapstart_basis": basis}
+
+
+# ---------------------------------------------------------------------------
 # Command line
 
 
@@ -553,12 +441,15 @@ def _add_function_shape(parser: argparse.ArgumentParser, *, region_help: str) ->
     )
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argparse.ArgumentParser]:
+def build_parser() -> dict[str, argparse.ArgumentParser]:
+    """One parser per command; ``estimate`` is the one used when no command word is given."""
     est = argparse.ArgumentParser(
         prog="python -m benchmarks.cost",
         description="What N invocations of one Lambda function shape cost, in the seed's breakdown. "
         "Give --duration-ms, or tokens per request with the measured speeds. "
-        "Other commands: `logs` (price real REPORT lines), `prices` (the price book).",
+        "Other commands: `functions` (both functions as cdk.json configures them, with SnapStart's idle "
+        "cost; the default without arguments), `snapstart` (SnapStart's charges at a memory size), "
+        "`logs` (price real REPORT lines), `prices` (the price book).",
     )
     est.add_argument(
         "--memory-mb",
@@ -587,10 +478,45 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, ar
     )
     est.add_argument("--json", action="store_true", help="print the figures as JSON")
 
+    functions = argparse.ArgumentParser(
+        prog="python -m benchmarks.cost functions",
+        description="Both functions at the memory and architecture cdk.json gives them: the cost of one "
+        "request and SnapStart's idle monthly cost (the snapshot cache of one active version) and cost "
+        "per restore. `python -m benchmarks.cost` with no arguments prints this.",
+    )
+    functions.add_argument(
+        "--region", default=DEFAULT_REGION, help=f"prices of this region (default {DEFAULT_REGION})"
+    )
+    functions.add_argument(
+        "--duration-ms",
+        type=_decimal_arg,
+        default=Decimal(1000),
+        help="duration of the request priced (default 1000)",
+    )
+    functions.add_argument(
+        "--cdk-json", type=Path, default=CDK_JSON, help="the cdk.json to read (default: the project's)"
+    )
+    functions.add_argument("--json", action="store_true", help="print the figures as JSON")
+
+    snap = argparse.ArgumentParser(
+        prog="python -m benchmarks.cost snapstart",
+        description="SnapStart's charges for one function at a memory size: the snapshot cache per active "
+        "published version (per GB-second, at least 3 hours) and the restore charge per new environment.",
+    )
+    snap.add_argument("--memory-mb", type=_int, required=True, help="configured memory, 128-10240 MB")
+    snap.add_argument("--architecture", "--arch", default="x86_64", help="x86_64 (default) or arm64")
+    snap.add_argument("--region", default=DEFAULT_REGION, help=f"AWS region (default {DEFAULT_REGION})")
+    snap.add_argument("--hours", type=_decimal_arg, help="how long the version is active (default: a month)")
+    snap.add_argument(
+        "--restores", type=_int, default=0, help="environments restored in that time (default 0)"
+    )
+    snap.add_argument("--versions", type=_int, default=1, help="published versions kept active (default 1)")
+    snap.add_argument("--json", action="store_true", help="print the figures as JSON")
+
     logs = argparse.ArgumentParser(
         prog="python -m benchmarks.cost logs",
         description="What real invocations cost, from Lambda REPORT lines (plain text or JSON "
-        "platform.report records), read from a file or from CloudWatch Logs.",
+        "platform.report records, SnapStart restores included), read from a file or from CloudWatch Logs.",
     )
     source = logs.add_mutually_exclusive_group(required=True)
     source.add_argument(
@@ -615,7 +541,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, ar
     logs.add_argument("--json", action="store_true", help="print the figures as JSON")
 
     prices = argparse.ArgumentParser(prog="python -m benchmarks.cost prices", description="The price book.")
-    return est, logs, prices
+    return {"estimate": est, "functions": functions, "snapstart": snap, "logs": logs, "prices": prices}
 
 
 def _fail(parser: argparse.ArgumentParser, message: str) -> int:
@@ -669,15 +595,54 @@ def _estimate_main(parser: argparse.ArgumentParser, argv: Sequence[str], book: P
     return 0
 
 
-def _logs_main(parser: argparse.ArgumentParser, argv: Sequence[str], book: PriceBook) -> int:
-    from benchmarks import lambda_logs
-
+def _functions_main(parser: argparse.ArgumentParser, argv: Sequence[str], book: PriceBook) -> int:
     args = parser.parse_args(argv)
+    if args.duration_ms < 0:
+        return _fail(parser, f"--duration-ms must not be negative, got {args.duration_ms}")
+    try:
+        settings = configured_functions(args.cdk_json)
+        costs = function_costs(settings, region=args.region, duration_ms=args.duration_ms, book=book)
+    except CostInputError as exc:
+        return _fail(parser, str(exc))
+    origin = "cdk.json" if args.cdk_json == CDK_JSON else str(args.cdk_json)
+    if args.json:
+        print(json.dumps(functions_json(costs, region=args.region), indent=2))
+    else:
+        print(functions_text(costs, book, region=args.region, origin=origin))
+    return 0
+
+
+def _snapstart_main(parser: argparse.ArgumentParser, argv: Sequence[str], book: PriceBook) -> int:
+    args = parser.parse_args(argv)
+    hours = args.hours if args.hours is not None else book.snapstart.hours_per_month
+    if hours < 0:
+        return _fail(parser, f"--hours must not be negative, got {hours}")
+    if args.restores < 0 or args.versions < 0:
+        return _fail(parser, "--restores and --versions must not be negative")
+    try:
+        cost = snapstart_cost(args.memory_mb, region=args.region, architecture=args.architecture, prices=book)
+    except CostInputError as exc:
+        return _fail(parser, str(exc))
+    if args.json:
+        print(
+            json.dumps(
+                snapstart_json(cost, hours=hours, restores=args.restores, versions=args.versions), indent=2
+            )
+        )
+    else:
+        print(snapstart_text(cost, book, hours=hours, restores=args.restores, versions=args.versions))
+    return 0
+
+
+def _logs_main(parser: argparse.ArgumentParser, argv: Sequence[str], book: PriceBook) -> int:
+    args = parser.parse_args(argv)
+    inits: tuple[lambda_logs.InitReport, ...] = ()
     try:
         if args.file is not None:
             if not args.file.is_file():
                 return _fail(parser, f"no such file: {args.file}")
-            records = lambda_logs.parse_lines(lambda_logs.split_messages(args.file.read_text()))
+            found = lambda_logs.parse_log(lambda_logs.split_messages(args.file.read_text()))
+            records, inits = list(found.reports), found.inits
             explicit = args.region is not None or args.architecture != "x86_64" or args.ephemeral_mb != 512
             shape = lambda_logs.FunctionShape(
                 region=args.region or DEFAULT_REGION,
@@ -695,7 +660,7 @@ def _logs_main(parser: argparse.ArgumentParser, argv: Sequence[str], book: Price
             )
         if not records:
             return _fail(parser, f"no REPORT lines or platform.report records in {origin}")
-        summary = lambda_logs.price(records, shape, book)
+        summary = price(records, shape, book, inits)
     except CostInputError as exc:
         return _fail(parser, str(exc))
     print(json.dumps(summary.as_json(), indent=2) if args.json else summary.text(origin))
@@ -717,6 +682,16 @@ def _prices_main(parser: argparse.ArgumentParser, argv: Sequence[str], book: Pri
                 f"{region:16} {arch:7} {plain(r.gb_second):>16} {plain(r.request * MILLION):>13} "
                 f"{plain(r.ephemeral_gb_second):>13}"
             )
+    snap = book.snapstart
+    print(f"SnapStart (checked {snap.checked}): {snap.source}\n  regional rates: {snap.regional_source}")
+    print(f"  {snap.architectures}")
+    print(f"{'region':16} {'$/GB-s cache':>14} {'$/GB restore':>14}")
+    for region in book.regions:
+        rate = snap.rates.get(region)
+        if rate is None:
+            print(f"{region:16} {'not found':>14} {'not found':>14}")
+        else:
+            print(f"{region:16} {plain(rate.cache_gb_second):>14} {plain(rate.restore_gb):>14}")
     print("Managed alternatives:")
     for m in book.managed:
         print(
@@ -728,19 +703,23 @@ def _prices_main(parser: argparse.ArgumentParser, argv: Sequence[str], book: Pri
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    est, logs, prices = build_parser()
+    parsers = build_parser()
     try:
         book = load_prices()
     except (OSError, KeyError, ValueError) as exc:
         print(f"cannot read {PRICES_PATH}: {exc}", file=sys.stderr)
         return 2
-    if args and args[0] == "logs":
-        return _logs_main(logs, args[1:], book)
-    if args and args[0] == "prices":
-        return _prices_main(prices, args[1:], book)
-    if args and args[0] == "estimate":
-        args = args[1:]
-    return _estimate_main(est, args, book)
+    command = args[0] if args else "functions"
+    commands = {
+        "functions": _functions_main,
+        "snapstart": _snapstart_main,
+        "logs": _logs_main,
+        "prices": _prices_main,
+        "estimate": _estimate_main,
+    }
+    if command in commands:
+        return commands[command](parsers[command], args[1:], book)
+    return _estimate_main(parsers["estimate"], args, book)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,11 @@
-"""Lambda's per-invocation REPORT records, and what the invocations they describe cost.
+"""Lambda's platform records in a function's log: REPORT and INIT_REPORT, in both log formats.
 
-Lambda writes one record per invocation to the function's log group, in the
-function's log format:
+The one parser of these records: the cost model prices them, and the client
+package (``python -m client``) reads them from an invoke's log tail. It
+imports nothing from ``client/`` or ``local/`` (the import graph runs
+client -> benchmarks, never back).
+
+Lambda writes one REPORT record per invocation, in the function's log format:
 
 * plain text (CloudWatch separates the fields with tabs)::
 
@@ -17,39 +21,46 @@ function's log format:
 
 ``Init Duration`` / ``initDurationMs`` appears only on a cold start. For
 container images the init phase has always been billed and Billed Duration
-includes it; since 2025-08-01 that holds for every function. The cost here
-uses Billed Duration as Lambda reports it, so it is what the account paid.
+includes it; since 2025-08-01 that holds for every function.
+
+SnapStart (https://docs.aws.amazon.com/lambda/latest/dg/snapstart-monitoring.html):
+a restored environment's REPORT has no Init Duration but ``Restore Duration``
+and ``Billed Restore Duration`` (JSON: ``restoreDurationMs``,
+``billedRestoreDurationMs``); the version's init, run when it was published,
+is in an INIT_REPORT record::
+
+    INIT_REPORT Init Duration: 1234.56 ms  Phase: init  Status: success
+
+or, in JSON, a ``platform.initReport`` event (Telemetry API schema:
+``record.initializationType``, ``phase``, ``status``, ``metrics.durationMs``,
+``errorType`` on failure). INIT_REPORT also reports inits that failed or
+timed out (``Phase: invoke`` when Lambda re-ran the init inside the first
+invoke).
 """
 
 from __future__ import annotations
 
 import json
 import re
-import statistics
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
-from benchmarks.cost import (
-    MB_PER_GB,
-    MS_PER_S,
-    CostInputError,
-    LambdaRate,
-    PriceBook,
-    normalise_architecture,
-    plain,
-    tiered_compute_cost,
-    usd,
-)
+from benchmarks.prices import MB_PER_GB, MS_PER_S, CostInputError, normalise_architecture
 
 REPORT_FILTER_PATTERN = '?"REPORT RequestId" ?"platform.report"'
-"""CloudWatch Logs filter pattern matching both the text and the JSON record."""
+"""CloudWatch Logs filter pattern matching both the text and the JSON REPORT record."""
+INIT_REPORT_FILTER_PATTERN = '?"INIT_REPORT" ?"platform.initReport"'
+"""CloudWatch Logs filter pattern matching both the text and the JSON INIT_REPORT record."""
 
-_REPORT = re.compile(r"REPORT\s+RequestId:\s*(?P<id>[^\s]+)(?P<fields>.*)", re.DOTALL)
+_REPORT = re.compile(r"(?<![A-Z_])REPORT\s+RequestId:\s*(?P<id>[^\s]+)(?P<fields>.*)", re.DOTALL)
+_INIT_REPORT = re.compile(r"(?<![A-Za-z_])INIT_REPORT\s+(?P<fields>Init Duration:.*)", re.DOTALL)
 _FIELD = re.compile(r"(?P<name>[A-Za-z][A-Za-z ]*?):\s*(?P<value>\d+(?:\.\d+)?)\s*(?:ms|MB)")
 """``Name: value unit`` pairs, in any order (the emulator puts Init Duration first)."""
+_WORD_FIELD = re.compile(r"(?P<name>Phase|Status|Error Type):\s*(?P<value>[^\s]+)")
+"""The words INIT_REPORT (and a failed invoke's REPORT) carry: ``Phase: init``, ``Status: error``..."""
 
 
 @dataclass(frozen=True)
@@ -64,10 +75,21 @@ class ReportRecord:
     init_ms: Decimal | None = None
     status: str | None = None
     source_format: str = "text"
+    restore_ms: Decimal | None = None
+    """SnapStart: restoring the snapshot, loading the runtime and the after-restore hooks."""
+    billed_restore_ms: int | None = None
+    """SnapStart: the part of the restore that is billed as duration (runtime load and hooks)."""
+    error_type: str | None = None
 
     @property
     def cold(self) -> bool:
+        """An on-demand cold start: the init ran for this invocation."""
         return self.init_ms is not None
+
+    @property
+    def restored(self) -> bool:
+        """A new environment restored from a SnapStart snapshot (no init ran for it)."""
+        return self.restore_ms is not None
 
     @property
     def init_billed(self) -> bool:
@@ -78,12 +100,46 @@ class ReportRecord:
         return self.billed_ms >= int(both)
 
     @property
+    def billed_total_ms(self) -> int:
+        """Everything billed as duration: Billed Duration plus Billed Restore Duration."""
+        return self.billed_ms + (self.billed_restore_ms or 0)
+
+    @property
     def gb_seconds(self) -> Decimal:
-        return Decimal(self.memory_mb) / MB_PER_GB * Decimal(self.billed_ms) / MS_PER_S
+        return Decimal(self.memory_mb) / MB_PER_GB * Decimal(self.billed_total_ms) / MS_PER_S
 
 
-def parse_line(line: str) -> ReportRecord | None:
-    """A REPORT record from one log message (text or JSON), or None if it is not one."""
+@dataclass(frozen=True)
+class InitReport:
+    """One INIT_REPORT record: an init phase reported on its own (SnapStart's, or one that failed)."""
+
+    duration_ms: Decimal
+    phase: str | None = None
+    """``init``, ``invoke`` (a suppressed init re-run inside the first invoke) or ``snap-start``."""
+    status: str | None = None
+    error_type: str | None = None
+    initialization_type: str | None = None
+    """JSON records only: ``on-demand``, ``provisioned-concurrency``, ``snap-start``."""
+    source_format: str = "text"
+
+    @property
+    def failed(self) -> bool:
+        return self.status is not None and self.status != "success"
+
+
+@dataclass(frozen=True)
+class LogRecords:
+    """The REPORT and INIT_REPORT records found in a log, in order."""
+
+    reports: tuple[ReportRecord, ...] = ()
+    inits: tuple[InitReport, ...] = ()
+
+    def report_for(self, request_id: str) -> ReportRecord | None:
+        return next((r for r in self.reports if r.request_id == request_id), None)
+
+
+def parse_record(line: str) -> ReportRecord | InitReport | None:
+    """The REPORT or INIT_REPORT record in one log message (text or JSON), or None if it holds neither."""
     text = line.strip()
     if not text:
         return None
@@ -94,55 +150,37 @@ def parse_line(line: str) -> ReportRecord | None:
             event = None
         if isinstance(event, dict):
             return _from_json(event)
+    init = _INIT_REPORT.search(text)
+    if init is not None:
+        return _init_from_text(init["fields"], text)
     match = _REPORT.search(text)
     if match is None:
         return None
-    fields = {f["name"].strip(): f["value"] for f in _FIELD.finditer(match["fields"])}
-    missing = [name for name in ("Duration", "Billed Duration", "Memory Size") if name not in fields]
-    if missing:
-        raise CostInputError(f"REPORT line without {', '.join(missing)}: {text[:200]}")
-    return ReportRecord(
-        request_id=match["id"],
-        duration_ms=Decimal(fields["Duration"]),
-        billed_ms=int(Decimal(fields["Billed Duration"])),
-        memory_mb=int(fields["Memory Size"]),
-        max_memory_used_mb=int(fields["Max Memory Used"]) if "Max Memory Used" in fields else None,
-        init_ms=Decimal(fields["Init Duration"]) if "Init Duration" in fields else None,
-        source_format="text",
-    )
+    return _report_from_text(match["id"], match["fields"], text)
 
 
-def _from_json(event: dict[str, Any]) -> ReportRecord | None:
-    if event.get("type") != "platform.report":
-        # A CloudWatch event wrapper ({"message": "..."}) holds the record as text.
-        message = event.get("message")
-        return parse_line(message) if isinstance(message, str) else None
-    record = event.get("record")
-    if not isinstance(record, dict) or not isinstance(record.get("metrics"), dict):
-        raise CostInputError(f"platform.report record without metrics: {json.dumps(event)[:200]}")
-    metrics = record["metrics"]
-    try:
-        return ReportRecord(
-            request_id=str(record.get("requestId", "")),
-            duration_ms=Decimal(str(metrics["durationMs"])),
-            billed_ms=int(Decimal(str(metrics["billedDurationMs"]))),
-            memory_mb=int(Decimal(str(metrics["memorySizeMB"]))),
-            max_memory_used_mb=(
-                int(Decimal(str(metrics["maxMemoryUsedMB"]))) if "maxMemoryUsedMB" in metrics else None
-            ),
-            init_ms=Decimal(str(metrics["initDurationMs"]))
-            if metrics.get("initDurationMs") is not None
-            else None,
-            status=record.get("status"),
-            source_format="json",
-        )
-    except KeyError as exc:
-        raise CostInputError(f"platform.report record lacks metrics.{exc.args[0]}") from None
+def parse_line(line: str) -> ReportRecord | None:
+    """A REPORT record from one log message (text or JSON), or None if it is not one."""
+    record = parse_record(line)
+    return record if isinstance(record, ReportRecord) else None
 
 
 def parse_lines(lines: Iterable[str]) -> list[ReportRecord]:
     """Every REPORT record among the messages (other log lines are skipped)."""
     return [record for line in lines if (record := parse_line(line)) is not None]
+
+
+def parse_log(lines: Iterable[str]) -> LogRecords:
+    """Every REPORT and INIT_REPORT record among the messages, in order."""
+    reports: list[ReportRecord] = []
+    inits: list[InitReport] = []
+    for line in lines:
+        record = parse_record(line)
+        if isinstance(record, ReportRecord):
+            reports.append(record)
+        elif isinstance(record, InitReport):
+            inits.append(record)
+    return LogRecords(reports=tuple(reports), inits=tuple(inits))
 
 
 def split_messages(text: str) -> list[str]:
@@ -160,6 +198,92 @@ def split_messages(text: str) -> list[str]:
         if isinstance(document, dict):
             return [json.dumps(document)]
     return text.splitlines()
+
+
+def _words(fields: str) -> dict[str, str]:
+    return {f["name"]: f["value"] for f in _WORD_FIELD.finditer(fields)}
+
+
+def _report_from_text(request_id: str, fields_text: str, line: str) -> ReportRecord:
+    fields = {f["name"].strip(): f["value"] for f in _FIELD.finditer(fields_text)}
+    missing = [name for name in ("Duration", "Billed Duration", "Memory Size") if name not in fields]
+    if missing:
+        raise CostInputError(f"REPORT line without {', '.join(missing)}: {line[:200]}")
+    words = _words(fields_text)
+    return ReportRecord(
+        request_id=request_id,
+        duration_ms=Decimal(fields["Duration"]),
+        billed_ms=int(Decimal(fields["Billed Duration"])),
+        memory_mb=int(fields["Memory Size"]),
+        max_memory_used_mb=int(fields["Max Memory Used"]) if "Max Memory Used" in fields else None,
+        init_ms=Decimal(fields["Init Duration"]) if "Init Duration" in fields else None,
+        status=words.get("Status"),
+        source_format="text",
+        restore_ms=Decimal(fields["Restore Duration"]) if "Restore Duration" in fields else None,
+        billed_restore_ms=(
+            int(Decimal(fields["Billed Restore Duration"])) if "Billed Restore Duration" in fields else None
+        ),
+        error_type=words.get("Error Type"),
+    )
+
+
+def _init_from_text(fields_text: str, line: str) -> InitReport:
+    fields = {f["name"].strip(): f["value"] for f in _FIELD.finditer(fields_text)}
+    if "Init Duration" not in fields:  # "Init Duration:" without a number and unit
+        raise CostInputError(f"INIT_REPORT line without Init Duration: {line[:200]}")
+    words = _words(fields_text)
+    return InitReport(
+        duration_ms=Decimal(fields["Init Duration"]),
+        phase=words.get("Phase"),
+        status=words.get("Status"),
+        error_type=words.get("Error Type"),
+        source_format="text",
+    )
+
+
+def _optional_decimal(metrics: dict[str, Any], key: str) -> Decimal | None:
+    value = metrics.get(key)
+    return None if value is None else Decimal(str(value))
+
+
+def _from_json(event: dict[str, Any]) -> ReportRecord | InitReport | None:
+    kind = event.get("type")
+    if kind not in ("platform.report", "platform.initReport"):
+        # A CloudWatch event wrapper ({"message": "..."}) holds the record as text.
+        message = event.get("message")
+        return parse_record(message) if isinstance(message, str) else None
+    record = event.get("record")
+    if not isinstance(record, dict) or not isinstance(record.get("metrics"), dict):
+        raise CostInputError(f"{kind} record without metrics: {json.dumps(event)[:200]}")
+    metrics = record["metrics"]
+    try:
+        if kind == "platform.initReport":
+            return InitReport(
+                duration_ms=Decimal(str(metrics["durationMs"])),
+                phase=record.get("phase"),
+                status=record.get("status"),
+                error_type=record.get("errorType"),
+                initialization_type=record.get("initializationType"),
+                source_format="json",
+            )
+        billed_restore = _optional_decimal(metrics, "billedRestoreDurationMs")
+        return ReportRecord(
+            request_id=str(record.get("requestId", "")),
+            duration_ms=Decimal(str(metrics["durationMs"])),
+            billed_ms=int(Decimal(str(metrics["billedDurationMs"]))),
+            memory_mb=int(Decimal(str(metrics["memorySizeMB"]))),
+            max_memory_used_mb=(
+                int(Decimal(str(metrics["maxMemoryUsedMB"]))) if "maxMemoryUsedMB" in metrics else None
+            ),
+            init_ms=_optional_decimal(metrics, "initDurationMs"),
+            status=record.get("status"),
+            source_format="json",
+            restore_ms=_optional_decimal(metrics, "restoreDurationMs"),
+            billed_restore_ms=None if billed_restore is None else int(billed_restore),
+            error_type=record.get("errorType"),
+        )
+    except KeyError as exc:
+        raise CostInputError(f"{kind} record lacks metrics.{exc.args[0]}") from None
 
 
 # ---------------------------------------------------------------------------
@@ -209,12 +333,12 @@ def from_cloudwatch(
         ephemeral_mb=int(config.get("EphemeralStorage", {}).get("Size", 512)),
         assumed=False,
     )
-    group = log_group or (config.get("LoggingConfig") or {}).get("LogGroup") or f"/aws/lambda/{function}"
+    group = log_group or log_group_of(config, function)
     end = now or datetime.now(UTC)
     start = end - timedelta(hours=since_hours)
     try:
         records = parse_lines(
-            _messages(
+            messages(
                 logs,
                 logGroupName=group,
                 filterPattern=REPORT_FILTER_PATTERN,
@@ -227,128 +351,21 @@ def from_cloudwatch(
     return records, shape, f"{group} from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC"
 
 
-def _messages(logs: Any, **query: Any) -> Iterator[str]:
+def log_group_of(config: dict[str, Any], function: str) -> str:
+    """The function's log group: its LoggingConfig's, else Lambda's default ``/aws/lambda/<name>``."""
+    group = (config.get("LoggingConfig") or {}).get("LogGroup")
+    name = str(config.get("FunctionName") or function).split(":")[-1]
+    return str(group) if group else f"/aws/lambda/{name}"
+
+
+def messages(logs: Any, **query: Any) -> Iterator[str]:
+    """Every message ``filter_log_events`` returns for the query, over all pages."""
+    for _stream, message in events(logs, **query):
+        yield message
+
+
+def events(logs: Any, **query: Any) -> Iterator[tuple[str, str]]:
+    """(log stream name, message) of every event ``filter_log_events`` returns, over all pages."""
     for page in logs.get_paginator("filter_log_events").paginate(**query):
         for event in page.get("events", []):
-            yield str(event.get("message", ""))
-
-
-# ---------------------------------------------------------------------------
-# Pricing the records
-
-
-@dataclass(frozen=True)
-class LogCost:
-    records: tuple[ReportRecord, ...]
-    shape: FunctionShape
-    rate: LambdaRate
-    gb_seconds: Decimal
-    compute: Decimal
-    request_cost: Decimal
-    ephemeral_gb_seconds: Decimal
-    ephemeral: Decimal
-    init_gb_seconds: Decimal
-
-    @property
-    def total(self) -> Decimal:
-        return self.compute + self.request_cost + self.ephemeral
-
-    @property
-    def per_invocation(self) -> Decimal:
-        return self.total / len(self.records)
-
-    @property
-    def cold_starts(self) -> list[ReportRecord]:
-        return [r for r in self.records if r.cold]
-
-    @property
-    def init_cost(self) -> Decimal:
-        """Compute spent in billed init phases (priced at the average GB-second price)."""
-        return self.compute * self.init_gb_seconds / self.gb_seconds if self.gb_seconds else Decimal(0)
-
-    def text(self, origin: str) -> str:
-        n = len(self.records)
-        cold = self.cold_starts
-        memories = sorted({r.memory_mb for r in self.records})
-        assumed = " (assumed: pass --region/--arch/--ephemeral-mb)" if self.shape.assumed else ""
-        billed_ms = sum(r.billed_ms for r in self.records)
-        lines = [
-            f"{n:,} invocations ({len(cold):,} cold) in {origin}",
-            f"  memory {', '.join(f'{m:,}' for m in memories)} MB, "
-            f"{self.rate.architecture} in {self.rate.region}, "
-            f"{self.shape.ephemeral_mb:,} MB ephemeral storage{assumed}",
-            f"  billed      {billed_ms:,} ms = {plain(self.gb_seconds)} GB-s",
-            f"  compute     {plain(self.gb_seconds)} GB-s x ${plain(self.rate.gb_second)}/GB-s "
-            f"= {usd(self.compute)}",
-            f"  requests    {n:,} x {usd(self.rate.request * 1_000_000)}/M = {usd(self.request_cost)}",
-            f"  ephemeral   {plain(self.ephemeral_gb_seconds)} GB-s x ${plain(self.rate.ephemeral_gb_second)}"
-            f" = {usd(self.ephemeral)}",
-            f"  total       {usd(self.total)}  ({usd(self.per_invocation)} per invocation)",
-        ]
-        durations = [float(r.duration_ms) for r in self.records]
-        lines.append(
-            f"  Duration: median {statistics.median(durations):,.1f} ms, max {max(durations):,.1f} ms; "
-            f"peak memory used {max((r.max_memory_used_mb or 0) for r in self.records):,} MB"
-        )
-        if cold:
-            inits = [float(r.init_ms or 0) for r in cold]
-            billed_inits = sum(1 for r in cold if r.init_billed)
-            lines.append(
-                f"  Cold starts: {len(cold):,}, Init Duration median {statistics.median(inits):,.1f} ms, "
-                f"max {max(inits):,.1f} ms; init billed in {billed_inits} of {len(cold)} "
-                f"(it is inside Billed Duration) = {usd(self.init_cost)} of the compute"
-            )
-        return "\n".join(lines)
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "invocations": len(self.records),
-            "cold_starts": len(self.cold_starts),
-            "region": self.rate.region,
-            "architecture": self.rate.architecture,
-            "ephemeral_mb": self.shape.ephemeral_mb,
-            "billed_ms": sum(r.billed_ms for r in self.records),
-            "gb_seconds": str(self.gb_seconds),
-            "compute_usd": str(self.compute),
-            "requests_usd": str(self.request_cost),
-            "ephemeral_usd": str(self.ephemeral),
-            "total_usd": str(self.total),
-            "per_invocation_usd": str(self.per_invocation),
-            "init_gb_seconds": str(self.init_gb_seconds),
-            "init_usd": str(self.init_cost),
-        }
-
-
-def price(records: Iterable[ReportRecord], shape: FunctionShape, prices: PriceBook) -> LogCost:
-    """What the reported invocations cost (no free tier: it is shared by the whole account)."""
-    items = tuple(records)
-    if not items:
-        raise CostInputError("no REPORT records to price")
-    low, high = prices.ephemeral_mb_range
-    if not low <= shape.ephemeral_mb <= high:
-        raise CostInputError(
-            f"ephemeral storage must be between {low} and {high} MB, got {shape.ephemeral_mb}"
-        )
-    rate = prices.rate(shape.region, shape.architecture)
-    gb_seconds = sum((r.gb_seconds for r in items), Decimal(0))
-    seconds = sum((Decimal(r.billed_ms) / MS_PER_S for r in items), Decimal(0))
-    extra_gb = Decimal(shape.ephemeral_mb - prices.ephemeral_included_mb) / MB_PER_GB
-    init_gb_seconds = sum(
-        (
-            Decimal(r.memory_mb) / MB_PER_GB * (r.init_ms or Decimal(0)) / MS_PER_S
-            for r in items
-            if r.init_billed
-        ),
-        Decimal(0),
-    )
-    return LogCost(
-        records=items,
-        shape=shape,
-        rate=rate,
-        gb_seconds=gb_seconds,
-        compute=tiered_compute_cost(gb_seconds, rate),
-        request_cost=len(items) * rate.request,
-        ephemeral_gb_seconds=extra_gb * seconds,
-        ephemeral=extra_gb * seconds * rate.ephemeral_gb_second,
-        init_gb_seconds=init_gb_seconds,
-    )
+            yield str(event.get("logStreamName", "")), str(event.get("message", ""))

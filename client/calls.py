@@ -25,8 +25,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from benchmarks.cost import CostInputError
 from benchmarks.lambda_logs import parse_line
+from benchmarks.prices import CostInputError
 
 URL_REGION = re.compile(r"\.lambda-url\.([a-z0-9-]+)\.on\.aws$")
 ARN_REGION = re.compile(r"^arn:aws[a-z-]*:secretsmanager:([a-z0-9-]+):")

@@ -1,4 +1,4 @@
-"""The cost model (benchmarks/cost.py) and the REPORT log pricing (benchmarks/lambda_logs.py).
+"""The cost model: benchmarks/prices.py, cost_model.py, the cost.py CLI and lambda_logs.py's records.
 
 Only AWS itself is mocked here: CloudWatch Logs and the Lambda API are
 botocore Stubbers in the CloudWatch test, because no AWS account exists on
@@ -18,8 +18,9 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from benchmarks import cost, lambda_logs
-from benchmarks.cost import CostInputError, Tokens, Workload
+from benchmarks import cost, cost_model, lambda_logs, prices
+from benchmarks.cost_model import Tokens, Workload
+from benchmarks.prices import CostInputError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,8 +71,8 @@ JSON_WARM = {
 
 
 @pytest.fixture(scope="module")
-def book() -> cost.PriceBook:
-    return cost.load_prices()
+def book() -> prices.PriceBook:
+    return prices.load_prices()
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -83,21 +84,21 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 # --- the seed's breakdown ------------------------------------------------------
 
 
-def test_seed_breakdown_is_reproduced_exactly(book: cost.PriceBook) -> None:
+def test_seed_breakdown_is_reproduced_exactly(book: prices.PriceBook) -> None:
     # Given the seed's workload: 100,000 requests of 6,000 ms at 8000 MB, 512 MB /tmp, x86 in Frankfurt
     workload = Workload(
         memory_mb=8000, duration_ms=Decimal(6000), requests=100_000, region="eu-central-1", architecture="x86"
     )
 
     # When it is priced
-    result = cost.estimate(workload, book)
+    result = cost_model.estimate(workload, book)
 
     # Then 8000/1024 GB x 6 s x 100,000 = 4,687,500 GB-s, $78.13 compute, $0.02 requests, $78.15 total
     assert result.gb_seconds == Decimal(8000) / 1024 * 6 * 100_000 == Decimal(4_687_500)
-    assert cost.usd(result.compute) == "$78.13"
-    assert cost.usd(result.request_cost) == "$0.02"
+    assert cost_model.usd(result.compute) == "$78.13"
+    assert cost_model.usd(result.request_cost) == "$0.02"
     assert result.ephemeral == 0
-    assert cost.usd(result.total) == "$78.15"
+    assert cost_model.usd(result.total) == "$78.15"
     text = cost.breakdown(result)
     assert "8,000/1024 GB x 6 s x 100,000 = 4,687,500 GB-s" in text
     assert "= $78.13" in text
@@ -119,20 +120,20 @@ def test_seed_breakdown_through_the_command_line() -> None:
     assert "$78.15" in done.stdout
 
 
-def test_duration_is_billed_in_whole_milliseconds_rounded_up(book: cost.PriceBook) -> None:
+def test_duration_is_billed_in_whole_milliseconds_rounded_up(book: prices.PriceBook) -> None:
     # Given durations just above and exactly on a millisecond
     # Then each is rounded up to the next millisecond, never down
-    assert cost.billed_ms(Decimal("102.25")) == 103
-    assert cost.billed_ms(Decimal("1.0001")) == 2
-    assert cost.billed_ms(Decimal(6000)) == 6000
-    result = cost.estimate(Workload(memory_mb=1024, duration_ms=Decimal("0.2"), requests=1000), book)
+    assert cost_model.billed_ms(Decimal("102.25")) == 103
+    assert cost_model.billed_ms(Decimal("1.0001")) == 2
+    assert cost_model.billed_ms(Decimal(6000)) == 6000
+    result = cost_model.estimate(Workload(memory_mb=1024, duration_ms=Decimal("0.2"), requests=1000), book)
     assert result.billed_ms_per_request == 1
     assert result.gb_seconds == Decimal(1)
 
 
-def test_ephemeral_storage_is_billed_above_512_mb_only(book: cost.PriceBook) -> None:
+def test_ephemeral_storage_is_billed_above_512_mb_only(book: prices.PriceBook) -> None:
     # Given 10 GB of /tmp for 1,000 one-second requests in us-east-1
-    result = cost.estimate(
+    result = cost_model.estimate(
         Workload(memory_mb=1024, duration_ms=Decimal(1000), requests=1000, ephemeral_mb=10240), book
     )
 
@@ -142,10 +143,10 @@ def test_ephemeral_storage_is_billed_above_512_mb_only(book: cost.PriceBook) -> 
     assert "(10,240-512)/1024 GB" in cost.breakdown(result)
 
 
-def test_arm64_uses_its_own_price(book: cost.PriceBook) -> None:
+def test_arm64_uses_its_own_price(book: prices.PriceBook) -> None:
     # Given the same workload on both architectures
-    x86 = cost.estimate(Workload(memory_mb=2048, duration_ms=Decimal(500), requests=10_000), book)
-    arm = cost.estimate(
+    x86 = cost_model.estimate(Workload(memory_mb=2048, duration_ms=Decimal(500), requests=10_000), book)
+    arm = cost_model.estimate(
         Workload(memory_mb=2048, duration_ms=Decimal(500), requests=10_000, architecture="arm64"), book
     )
 
@@ -154,12 +155,12 @@ def test_arm64_uses_its_own_price(book: cost.PriceBook) -> None:
     assert x86.compute == Decimal(10_000) * Decimal("0.0000166667")
 
 
-def test_tiered_pricing_applies_beyond_six_billion_gb_seconds(book: cost.PriceBook) -> None:
+def test_tiered_pricing_applies_beyond_six_billion_gb_seconds(book: prices.PriceBook) -> None:
     # Given 16 billion GB-seconds in one month on x86
     rate = book.rate("us-east-1", "x86_64")
 
     # When the compute is priced through the tiers
-    charged = cost.tiered_compute_cost(Decimal(16_000_000_000), rate)
+    charged = cost_model.tiered_compute_cost(Decimal(16_000_000_000), rate)
 
     # Then 6 B at tier 1, 9 B at tier 2 and 1 B at tier 3
     expected = (
@@ -173,11 +174,13 @@ def test_tiered_pricing_applies_beyond_six_billion_gb_seconds(book: cost.PriceBo
 # --- tokens --------------------------------------------------------------------------
 
 
-def test_generation_cost_per_million_input_and_output_tokens(book: cost.PriceBook) -> None:
+def test_generation_cost_per_million_input_and_output_tokens(book: prices.PriceBook) -> None:
     # Given a generator at 2048 MB processing 500 prompt tokens at 250/s and generating 100 at 20/s
     tokens = Tokens(input=500, output=100, input_per_s=Decimal(250), output_per_s=Decimal(20))
-    duration = cost.duration_from_throughput(tokens)
-    result = cost.estimate(Workload(memory_mb=2048, duration_ms=duration, requests=1000, tokens=tokens), book)
+    duration = cost_model.duration_from_throughput(tokens)
+    result = cost_model.estimate(
+        Workload(memory_mb=2048, duration_ms=duration, requests=1000, tokens=tokens), book
+    )
 
     # Then one request takes 2 s + 5 s, and a million tokens of each kind cost 2 GB x the seconds they take
     assert duration == Decimal(7000)
@@ -191,13 +194,13 @@ def test_generation_cost_per_million_input_and_output_tokens(book: cost.PriceBoo
     assert result.managed[0].cost == Decimal(1000) * 600 * Decimal("0.10") / 1_000_000
 
 
-def test_embeddings_compare_with_both_managed_embedding_services(book: cost.PriceBook) -> None:
+def test_embeddings_compare_with_both_managed_embedding_services(book: prices.PriceBook) -> None:
     # Given an embeddings workload of 512 tokens per request at 2,000 tokens/s
     tokens = Tokens(input=512, input_per_s=Decimal(2000))
-    result = cost.estimate(
+    result = cost_model.estimate(
         Workload(
             memory_mb=2048,
-            duration_ms=cost.duration_from_throughput(tokens),
+            duration_ms=cost_model.duration_from_throughput(tokens),
             requests=1_000_000,
             tokens=tokens,
         ),
@@ -214,9 +217,9 @@ def test_embeddings_compare_with_both_managed_embedding_services(book: cost.Pric
 # --- free tier ------------------------------------------------------------------------
 
 
-def test_free_tier_allowance_is_limited_by_gb_seconds_for_long_requests(book: cost.PriceBook) -> None:
+def test_free_tier_allowance_is_limited_by_gb_seconds_for_long_requests(book: prices.PriceBook) -> None:
     # Given the seed's request shape: 7.8125 GB x 6 s = 46.875 GB-s per request, 1,000 tokens each
-    result = cost.estimate(
+    result = cost_model.estimate(
         Workload(memory_mb=8000, duration_ms=Decimal(6000), requests=100_000, tokens=Tokens(input=1000)), book
     )
 
@@ -228,9 +231,9 @@ def test_free_tier_allowance_is_limited_by_gb_seconds_for_long_requests(book: co
     assert result.total_after_free_tier() == expected
 
 
-def test_free_tier_allowance_is_limited_by_requests_for_short_ones(book: cost.PriceBook) -> None:
+def test_free_tier_allowance_is_limited_by_requests_for_short_ones(book: prices.PriceBook) -> None:
     # Given tiny requests: 128 MB for 10 ms, 2,000,000 in the month
-    result = cost.estimate(Workload(memory_mb=128, duration_ms=Decimal(10), requests=2_000_000), book)
+    result = cost_model.estimate(Workload(memory_mb=128, duration_ms=Decimal(10), requests=2_000_000), book)
 
     # Then the 1,000,000 free requests bind before the GB-seconds do
     assert result.free_requests_per_month() == 1_000_000
@@ -301,9 +304,9 @@ def test_unknown_region_error_lists_the_known_ones() -> None:
     assert "Traceback" not in done.stderr
 
 
-def test_every_price_has_a_source_and_date(book: cost.PriceBook) -> None:
+def test_every_price_has_a_source_and_date(book: prices.PriceBook) -> None:
     # Given the price file
-    data = json.loads(cost.PRICES_PATH.read_text())
+    data = json.loads(prices.PRICES_PATH.read_text())
 
     # Then it is dated, names its sources and covers both architectures in us-east-1 and eu-central-1
     assert data["checked"] == book.checked
@@ -415,13 +418,13 @@ def test_a_platform_report_without_metrics_is_an_error() -> None:
         lambda_logs.parse_line('{"type": "platform.report", "record": {"requestId": "x"}}')
 
 
-def test_prices_what_the_reported_invocations_cost(book: cost.PriceBook) -> None:
+def test_prices_what_the_reported_invocations_cost(book: prices.PriceBook) -> None:
     # Given one cold and one warm invocation at 2048 MB in eu-central-1 on x86
     records = lambda_logs.parse_lines([COLD_IMAGE, WARM])
     shape = lambda_logs.FunctionShape(region="eu-central-1", architecture="x86_64")
 
     # When they are priced
-    summary = lambda_logs.price(records, shape, book)
+    summary = cost_model.price(records, shape, book)
 
     # Then the billed 915 ms + 103 ms at 2 GB are charged, with two request fees
     assert summary.gb_seconds == Decimal(2) * Decimal("1.018")
@@ -474,7 +477,9 @@ def test_logs_command_without_report_records_says_so(tmp_path: Path) -> None:
     assert "no REPORT lines" in done.stderr
 
 
-def test_reads_report_records_from_cloudwatch(book: cost.PriceBook, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reads_report_records_from_cloudwatch(
+    book: prices.PriceBook, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Given a deployed arm64 function with 2 GB of /tmp in eu-central-1 (AWS mocked with botocore
     # Stubbers: there is no AWS account here), whose log group returns two pages of records
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
@@ -526,6 +531,363 @@ def test_reads_report_records_from_cloudwatch(book: cost.PriceBook, monkeypatch:
         region="eu-central-1", architecture="arm64", ephemeral_mb=2048, assumed=False
     )
     assert origin.startswith("/aws/lambda/llm-embeddings")
-    summary = lambda_logs.price(records, shape, book)
+    summary = cost_model.price(records, shape, book)
     assert summary.rate.gb_second == Decimal("0.0000133334")
     assert summary.ephemeral_gb_seconds == Decimal(1536) / 1024 * (Decimal("0.915") + Decimal("0.250"))
+
+
+# --- SnapStart and INIT_REPORT records ---------------------------------------------------
+
+LOGS = ROOT / "tests" / "events" / "lambda_logs"
+
+
+def log_lines(name: str) -> list[str]:
+    """A sample log tail in a format AWS documents (tests/events/lambda_logs/NAME.log)."""
+    return (LOGS / f"{name}.log").read_text().splitlines()
+
+
+def test_parses_a_snapstart_restore_report_line() -> None:
+    # Given a restored environment's text log: RESTORE_START, RESTORE_REPORT, START, END, REPORT
+    found = lambda_logs.parse_log(log_lines("snapstart_restore_text"))
+
+    # Then the one REPORT record carries Restore Duration and Billed Restore Duration, and no init
+    (record,) = found.reports
+    assert found.inits == ()
+    assert record.restored
+    assert not record.cold
+    assert record.restore_ms == Decimal("612.40")
+    assert record.billed_restore_ms == 188
+    # and the billed restore time is duration on top of Billed Duration
+    assert record.billed_total_ms == 1466 + 188
+    assert record.gb_seconds == Decimal(8) * Decimal("1.654")
+
+
+def test_parses_a_snapstart_restore_json_report() -> None:
+    # Given the same restore in the JSON log format (platform.restoreStart/restoreReport/start/report)
+    found = lambda_logs.parse_log(log_lines("snapstart_restore_json"))
+
+    # Then the platform.report metrics restoreDurationMs and billedRestoreDurationMs are read
+    (record,) = found.reports
+    assert (record.restore_ms, record.billed_restore_ms, record.billed_ms) == (Decimal("612.4"), 188, 1466)
+    assert record.source_format == "json"
+    assert record.status == "success"
+
+
+def test_parses_init_report_text_lines() -> None:
+    # Given a SnapStart version's init at publish, and a failed init that Lambda re-ran in the invoke
+    snapshot = lambda_logs.parse_log(log_lines("snapshot_init_text"))
+    failed = lambda_logs.parse_log(log_lines("failed_init_text"))
+
+    # Then each INIT_REPORT becomes an init record with its phase and status
+    assert snapshot.inits == (
+        lambda_logs.InitReport(duration_ms=Decimal("8734.12"), phase="init", status="success"),
+    )
+    assert snapshot.reports == ()
+    timeout, suppressed = failed.inits
+    assert (timeout.duration_ms, timeout.phase, timeout.status, timeout.failed) == (
+        Decimal("9999.82"),
+        "init",
+        "timeout",
+        True,
+    )
+    assert (suppressed.phase, suppressed.status, suppressed.error_type) == (
+        "invoke",
+        "error",
+        "Runtime.Unknown",
+    )
+    # and the invoke's REPORT line carries its status and error type
+    (report,) = failed.reports
+    assert (report.status, report.error_type, report.billed_ms) == ("error", "Runtime.Unknown", 4122)
+
+
+def test_parses_a_platform_init_report() -> None:
+    # Given the JSON log format's platform.initReport of a SnapStart version
+    found = lambda_logs.parse_log(log_lines("snapshot_init_json"))
+
+    # Then its duration, phase, status and initialization type are read
+    (init,) = found.inits
+    assert init == lambda_logs.InitReport(
+        duration_ms=Decimal("8734.12"),
+        phase="init",
+        status="success",
+        initialization_type="snap-start",
+        source_format="json",
+    )
+    assert not init.failed
+
+
+def test_init_report_records_are_not_report_records() -> None:
+    # Given an INIT_REPORT line, and an application line that merely mentions one
+    line = "INIT_REPORT Init Duration: 8734.12 ms\tPhase: init\tStatus: success"
+
+    # Then parse_line (REPORT records only) skips both, and parse_record reads only the real one
+    assert lambda_logs.parse_line(line) is None
+    assert lambda_logs.parse_record("waiting for the INIT_REPORT line") is None
+    assert isinstance(lambda_logs.parse_record(line), lambda_logs.InitReport)
+
+
+def test_a_platform_init_report_without_metrics_is_an_error() -> None:
+    # Given a malformed platform.initReport
+    # Then parsing names what is missing
+    with pytest.raises(CostInputError, match=r"platform\.initReport record without metrics"):
+        lambda_logs.parse_record('{"type": "platform.initReport", "record": {"phase": "init"}}')
+
+
+def test_snapstart_reproduces_the_aws_pricing_example(book: prices.PriceBook) -> None:
+    # Given the pricing page's SnapStart example: 1,024 MB, one version active 31 days, 74,400 restores
+    snap = cost_model.snapstart_cost(1024, region="us-east-1", architecture="x86_64", prices=book)
+
+    # When the cache and the restores are priced
+    cache = snap.cache(Decimal(24 * 31))
+    restores = 74_400 * snap.per_restore
+
+    # Then they are AWS's $4.03 and $10.40, $14.43 in all
+    assert cache == Decimal(2_678_400) * Decimal("0.0000015046")
+    assert cost_model.usd(cache) == "$4.03"
+    assert cost_model.usd(restores) == "$10.40"
+    assert cost_model.usd(cache + restores) == "$14.43"
+
+
+def test_snapstart_idle_month_and_minimum(book: prices.PriceBook) -> None:
+    # Given the generator's 8,192 MB in us-east-1
+    snap = cost_model.snapstart_cost(8192, region="us-east-1", architecture="x86_64", prices=book)
+
+    # Then a month (730 h) of one idle version costs 8 GB x 2,628,000 s x $0.0000015046
+    assert snap.idle_per_month == 8 * Decimal(2_628_000) * Decimal("0.0000015046")
+    assert cost_model.usd(snap.idle_per_month) == "$31.63"
+    # and a version active one hour is billed the 3-hour minimum
+    assert snap.cache(Decimal(1)) == snap.cache(Decimal(3)) == 8 * Decimal(3 * 3600) * Decimal("0.0000015046")
+    # and one restore costs 8 GB x $0.0001397998
+    assert snap.per_restore == 8 * Decimal("0.0001397998")
+    assert snap.month(restores=10, versions=2) == 2 * snap.idle_per_month + 10 * snap.per_restore
+
+
+def test_snapstart_is_the_same_price_on_arm64(book: prices.PriceBook) -> None:
+    # Given the Price List's one SnapStart usage type per region (no -ARM variant)
+    x86 = cost_model.snapstart_cost(2048, region="us-east-1", architecture="x86_64", prices=book)
+    arm = cost_model.snapstart_cost(2048, region="us-east-1", architecture="arm64", prices=book)
+
+    # Then both architectures pay the same
+    assert x86.idle_per_month == arm.idle_per_month
+
+
+def test_a_region_without_a_snapstart_price_is_an_error_that_says_why(book: prices.PriceBook) -> None:
+    # Given a region whose Lambda prices are known but whose SnapStart price was not found
+    # Then pricing SnapStart there fails, naming the region and the reason, instead of borrowing another's
+    with pytest.raises(
+        CostInputError, match=r"no SnapStart price for eu-central-1: .*Frankfurt\) found when checked"
+    ):
+        cost_model.snapstart_cost(2048, region="eu-central-1", architecture="x86_64", prices=book)
+    # and an unknown region is still an unknown region
+    with pytest.raises(CostInputError, match="unknown region"):
+        book.snapstart_rate("mars-1", "x86_64")
+
+
+def test_every_region_has_a_snapstart_price_or_says_why_not(book: prices.PriceBook) -> None:
+    # Given the price file's SnapStart block
+    data = json.loads(prices.PRICES_PATH.read_text())["lambda"]["snapstart"]
+
+    # Then it is dated and sourced, and every region is priced or carries a not_found reason
+    assert data["checked"] == book.snapstart.checked
+    assert data["source"].startswith("https://aws.amazon.com/lambda/pricing/")
+    assert set(data["regions"]) == set(book.regions)
+    for region, entry in data["regions"].items():
+        assert ("cache_gb_second" in entry and "restore_gb" in entry) != ("not_found" in entry), region
+    assert book.snapstart.rates["us-east-1"].cache_gb_second == Decimal("0.0000015046")
+    assert book.snapstart.minimum_cache_hours == 3
+
+
+def test_a_price_file_that_forgets_a_region_is_refused(tmp_path: Path) -> None:
+    # Given a price file whose SnapStart block says nothing about a region it prices Lambda in
+    data = json.loads(prices.PRICES_PATH.read_text())
+    del data["lambda"]["snapstart"]["regions"]["eu-west-1"]
+    path = tmp_path / "prices.json"
+    path.write_text(json.dumps(data))
+
+    # Then loading it fails and names the region
+    with pytest.raises(CostInputError, match="eu-west-1"):
+        prices.load_prices(path)
+
+
+def test_prices_restored_invocations_from_their_report_records(book: prices.PriceBook) -> None:
+    # Given a restored and a warm invocation of an 8,192 MB function in us-east-1
+    records = [
+        *lambda_logs.parse_log(log_lines("snapstart_restore_json")).reports,
+        *lambda_logs.parse_log(log_lines("warm_json")).reports,
+    ]
+    shape = lambda_logs.FunctionShape(region="us-east-1", architecture="x86_64")
+
+    # When they are priced
+    summary = cost_model.price(records, shape, book)
+
+    # Then the restore's billed 188 ms is duration on top of the 1,466 + 1,208 ms billed
+    assert summary.gb_seconds == 8 * (Decimal("1.466") + Decimal("0.188") + Decimal("1.208"))
+    assert summary.restore_gb_seconds == 8 * Decimal("0.188")
+    # and the restore charge is 8 GB x $0.0001397998, once
+    assert summary.restore_gb == 8
+    assert summary.restore_cost == 8 * Decimal("0.0001397998")
+    assert summary.total == summary.compute + summary.request_cost + summary.restore_cost
+    assert "1 restored from a SnapStart snapshot" in summary.text("test")
+    # and one record's own cost says the same
+    restored = cost_model.invocation_cost(
+        records[0], book.rate("us-east-1", "x86_64"), summary.snapstart_rate
+    )
+    assert restored.compute == 8 * Decimal("1.654") * Decimal("0.0000166667")
+    assert restored.restore == 8 * Decimal("0.0001397998")
+
+
+def test_restores_in_a_region_without_a_snapstart_price_are_refused(book: prices.PriceBook) -> None:
+    # Given a restored invocation said to run in eu-central-1
+    records = lambda_logs.parse_log(log_lines("snapstart_restore_text")).reports
+    shape = lambda_logs.FunctionShape(region="eu-central-1", architecture="x86_64")
+
+    # Then pricing it fails rather than leaving the restore charge out
+    with pytest.raises(CostInputError, match="1 invocations were restored"):
+        cost_model.price(records, shape, book)
+
+
+def test_logs_command_prices_snapstart_restores_and_lists_init_reports(tmp_path: Path) -> None:
+    # Given a saved log with a version's snapshot init, a restore and a warm invocation
+    log = tmp_path / "snapstart.log"
+    log.write_text(
+        "\n".join(
+            log_lines("snapshot_init_json") + log_lines("snapstart_restore_json") + log_lines("warm_json")
+        )
+    )
+
+    # When the CLI prices it as JSON and as text
+    as_json = run_cli("logs", "--file", str(log), "--region", "us-east-1", "--json")
+    as_text = run_cli("logs", "--file", str(log), "--region", "us-east-1")
+
+    # Then it counts one restore, bills its restore time and charge, and lists the INIT_REPORT
+    assert as_json.returncode == 0, as_json.stderr
+    figures = json.loads(as_json.stdout)
+    assert (figures["invocations"], figures["restores"], figures["init_reports"]) == (2, 1, 1)
+    assert figures["billed_restore_ms"] == 188
+    assert Decimal(figures["restore_usd"]) == 8 * Decimal("0.0001397998")
+    assert "Restore Duration median 612.4 ms" in as_text.stdout
+    assert "INIT_REPORT records: 1" in as_text.stdout
+
+
+# --- make cost: both functions at cdk.json's memory ------------------------------------
+
+
+def test_make_cost_shows_both_functions_with_snapstart_next_to_the_request_cost(
+    book: prices.PriceBook,
+) -> None:
+    # Given the project's cdk.json, read as the stack reads it
+    settings = cost.configured_functions()
+
+    # When `make cost` runs without arguments
+    done = run_cli()
+
+    # Then each function appears at its configured memory with its per-request and idle SnapStart cost
+    assert done.returncode == 0, done.stderr
+    for name, setting in settings.items():
+        snap = cost_model.snapstart_cost(
+            setting.memory_mb, region="us-east-1", architecture=setting.architecture, prices=book
+        )
+        row = next(line for line in done.stdout.splitlines() if line.startswith(name + " "))
+        assert f"{setting.memory_mb:,} MB" in row
+        assert cost_model.usd(snap.idle_per_month) in row
+        assert cost_model.usd(snap.per_restore) in row
+        one_second = cost_model.estimate(
+            Workload(memory_mb=setting.memory_mb, duration_ms=Decimal(1000), requests=1), book
+        )
+        assert cost_model.usd(one_second.per_request) in row
+    assert "SnapStart idle/month" in done.stdout
+
+
+def test_make_cost_reads_the_memory_from_cdk_json_at_run_time(tmp_path: Path) -> None:
+    # Given a copy of cdk.json with the generator at 4,096 MB
+    data = json.loads((ROOT / "cdk.json").read_text())
+    data["context"]["llama_memory_mb"] = 4096
+    changed = tmp_path / "cdk.json"
+    changed.write_text(json.dumps(data))
+
+    # When the functions view reads it
+    done = run_cli("functions", "--cdk-json", str(changed), "--json")
+
+    # Then the generator is priced at 4,096 MB: 4 GB x 2,628,000 s x $0.0000015046 a month
+    assert done.returncode == 0, done.stderr
+    llama = json.loads(done.stdout)["functions"]["llama"]
+    assert llama["memory_mb"] == 4096
+    assert Decimal(llama["snapstart_idle_usd_per_month"]) == 4 * Decimal(2_628_000) * Decimal("0.0000015046")
+
+
+def test_make_cost_in_a_region_without_snapstart_prices_says_so() -> None:
+    # Given a region with Lambda prices but no SnapStart price in prices.json
+    done = run_cli("functions", "--region", "eu-central-1")
+
+    # Then the request costs are shown and SnapStart is marked not priced, with the reason
+    assert done.returncode == 0, done.stderr
+    assert "not priced" in done.stdout
+    assert "no SnapStart price for eu-central-1" in " ".join(done.stdout.split())
+
+
+def test_make_cost_with_a_bad_cdk_json_is_a_clear_error(tmp_path: Path) -> None:
+    # Given a cdk.json whose generator memory is out of range
+    data = json.loads((ROOT / "cdk.json").read_text())
+    data["context"]["llama_memory_mb"] = 64
+    bad = tmp_path / "cdk.json"
+    bad.write_text(json.dumps(data))
+
+    # Then the command exits 2 naming the key, without a traceback
+    done = run_cli("functions", "--cdk-json", str(bad))
+    assert done.returncode == 2
+    assert "llama_memory_mb" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_snapstart_command_for_another_memory_size() -> None:
+    # Given the pricing page's example as a command line
+    done = run_cli("snapstart", "--memory-mb", "1024", "--hours", "744", "--restores", "74400")
+
+    # Then it prints AWS's figures with their arithmetic
+    assert done.returncode == 0, done.stderr
+    assert "1,024/1024 GB x 2,678,400 s x $0.0000015046/GB-s = $4.03" in done.stdout
+    assert "= $14.43 over 744 hours" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["snapstart", "--memory-mb", "2048", "--region", "eu-central-1"],
+            "no SnapStart price for eu-central-1",
+        ),
+        (["snapstart", "--memory-mb", "64"], "memory must be between 128 and 10240 MB"),
+        (["snapstart", "--memory-mb", "2048", "--restores", "-1"], "must not be negative"),
+        (["snapstart", "--memory-mb", "2048", "--hours", "-2"], "--hours must not be negative"),
+    ],
+)
+def test_snapstart_command_bad_input(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a snapstart command line with one bad value
+    # When it runs
+    # Then it exits 2 and names the problem
+    assert cost.main(args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_results_key_is_computed_from_cdk_json_and_the_price_book(book: prices.PriceBook) -> None:
+    # Given the functions' memory in cdk.json
+    settings = cost.configured_functions()
+
+    # When the bench computes results.json's cost block
+    block = cost.snapstart_results("us-east-1")
+
+    # Then each function's idle SnapStart month is the model's, in dollars rounded to cents
+    for name, setting in settings.items():
+        snap = cost_model.snapstart_cost(
+            setting.memory_mb, region="us-east-1", architecture=setting.architecture, prices=book
+        )
+        assert block["snapstart_idle_usd_per_month"][name] == float(
+            snap.idle_per_month.quantize(Decimal("0.01"))
+        )
+        assert block["snapstart_basis"]["memory_mb"][name] == setting.memory_mb
+    # and a region without SnapStart prices gives no number, with the reason
+    unpriced = cost.snapstart_results("eu-central-1")
+    assert unpriced["snapstart_idle_usd_per_month"] == {"llama": None, "embeddings": None}
+    assert "eu-central-1" in unpriced["snapstart_basis"]["missing"]["llama"]
