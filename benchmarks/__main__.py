@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import machine, report
-from benchmarks.cost import load_prices
+from benchmarks.cost import load_prices, snapstart_results
 from benchmarks.embeddings_bench import EmbeddingsBenchConfig
 from benchmarks.llama_bench import LlamaBenchConfig
 from benchmarks.projection import project
@@ -194,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["embeddings"] = embeddings_bench.run(cfg, progress)
 
     results["projection"] = projection(results, args.region)
+    results["cost"] = snapstart_results(args.region)
     results["busy"] = busy_note(before, machine.load_average(), cpus)
     results["duration_s"] = round(time.perf_counter() - started, 1)
     if results["busy"].get("warning"):

@@ -891,3 +891,21 @@ def test_results_key_is_computed_from_cdk_json_and_the_price_book(book: prices.P
     unpriced = cost.snapstart_results("eu-central-1")
     assert unpriced["snapstart_idle_usd_per_month"] == {"llama": None, "embeddings": None}
     assert "eu-central-1" in unpriced["snapstart_basis"]["missing"]["llama"]
+
+
+def test_committed_results_hold_the_snapstart_key_consistent_with_its_basis(book: prices.PriceBook) -> None:
+    # Given the committed benchmarks/results.json
+    results = json.loads((ROOT / "benchmarks" / "results.json").read_text())
+    block = results["cost"]
+
+    # Then cost.snapstart_idle_usd_per_month has both functions, priced at the memory its basis records
+    basis = block["snapstart_basis"]
+    assert set(block["snapstart_idle_usd_per_month"]) == {"llama", "embeddings"}
+    for name, value in block["snapstart_idle_usd_per_month"].items():
+        snap = cost_model.snapstart_cost(
+            basis["memory_mb"][name],
+            region=basis["region"],
+            architecture=basis["architecture"][name],
+            prices=book,
+        )
+        assert value == float(snap.idle_per_month.quantize(Decimal("0.01"))), name
