@@ -53,18 +53,18 @@ class Deployed:
     backend: str = "onnx"
 
 
-FALLBACK: dict[FunctionKey, Deployed] = {
-    "llama": Deployed(memory_mb=8192, timeout_s=300, threads=None, log_level="INFO"),
-    "embeddings": Deployed(memory_mb=2048, timeout_s=60, threads=None, log_level="INFO", backend="onnx"),
-}
-"""Used only when cdk.json is missing (a copy of its defaults)."""
-
-
 def deployed_settings(cdk_json: Path = ROOT / "cdk.json") -> dict[FunctionKey, Deployed]:
-    """Each function's memory, timeout, threads and log level from cdk.json, validated by stacks.config."""
+    """Each function's memory, timeout, threads and log level from cdk.json, validated by stacks.config.
+
+    cdk.json is the one place the defaults live, so without it there is nothing to run with:
+    a missing file is a FileNotFoundError that says so, a bad value a ``stacks.config.ConfigError``.
+    """
     if not cdk_json.is_file():
-        return dict(FALLBACK)
-    from stacks.config import AppConfig  # standard library only: no CDK import
+        raise FileNotFoundError(
+            f"{cdk_json} is missing: it holds every setting's default (memory, timeout, threads, "
+            "log level); restore it from git (git checkout -- cdk.json)"
+        )
+    from stacks.config import AppConfig  # pydantic only: no CDK import
 
     context = json.loads(cdk_json.read_text())["context"]
     config = AppConfig.from_context(context, images_dir=IMAGES, project_dir=ROOT)

@@ -1,36 +1,67 @@
-"""The deployment's configuration: cdk.json context, read once and validated.
+"""The deployment's configuration: cdk.json context, read once and validated with pydantic.
 
 Every setting is a snake_case key in the ``context`` block of ``cdk.json``,
-where each one is listed with its default value. ``-c key=value`` on the CDK
-command line overrides a key for one run; such values always arrive as
-strings, so every parser here accepts the JSON type and its string spelling.
+where each one is listed with its default value: that file is the only place
+defaults live (a key missing from it is an error, never a value from here).
+``-c key=value`` on the CDK command line overrides a key for one run; such
+values always arrive as strings, so every field accepts the JSON type and its
+string spelling ("4096", "true", "none").
 
-``AppConfig.from_context`` reads all keys at once and reports every bad value
-together in one ``ConfigError`` whose lines name the key, the value given and
-what is allowed. Nothing else in the app reads context.
+``AppConfig.from_context`` validates all keys in one pydantic pass and turns
+every failure into one line of a ``ConfigError``: the key, the value given and
+what is allowed (each field carries that sentence as ``Allowed`` metadata;
+checks that need more words raise a ``setting`` error with their own). Unknown
+snake_case keys are reported as well. Nothing else in the app reads context.
 
-docs/configuration.md documents each key (a test keeps the two in step).
-This module uses the standard library only, so the local runner and the
-benchmarks can read the deployed settings without starting the CDK.
+docs/configuration.md documents each key (a test keeps the two in step). This
+module needs pydantic but not the CDK, so the local runner, the benchmarks and
+the client read the deployed settings without starting jsii.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal, TypeVar, cast
+from typing import Annotated, Any, ClassVar, Literal, get_args
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 Architecture = Literal["x86_64", "arm64"]
 UrlAuth = Literal["AWS_IAM", "API_KEY"]
+UrlInvokeMode = Literal["RESPONSE_STREAM", "BUFFERED"]
 EmbeddingsBackend = Literal["onnx", "torch"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LambdaLogLevel = Literal["DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
 
-ARCHITECTURES: tuple[Architecture, ...] = ("x86_64", "arm64")
-URL_AUTH_MODES: tuple[UrlAuth, ...] = ("AWS_IAM", "API_KEY")
-EMBEDDINGS_BACKENDS: tuple[EmbeddingsBackend, ...] = ("onnx", "torch")
-LOG_LEVELS: tuple[LogLevel, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+ARCHITECTURES: tuple[Architecture, ...] = get_args(Architecture)
+URL_AUTH_MODES: tuple[UrlAuth, ...] = get_args(UrlAuth)
+URL_INVOKE_MODES: tuple[UrlInvokeMode, ...] = get_args(UrlInvokeMode)
+EMBEDDINGS_BACKENDS: tuple[EmbeddingsBackend, ...] = get_args(EmbeddingsBackend)
+LOG_LEVELS: tuple[LogLevel, ...] = get_args(LogLevel)
+
+LAMBDA_LOG_LEVELS: Mapping[LogLevel, LambdaLogLevel] = {
+    "DEBUG": "DEBUG",
+    "INFO": "INFO",
+    "WARNING": "WARN",
+    "ERROR": "ERROR",
+    "CRITICAL": "FATAL",
+}
+"""``log_level`` (Python's names) in the names of Lambda's application log level."""
 
 # Retention periods CloudWatch Logs accepts (PutRetentionPolicy), in days.
 # "Never expire" is deliberately not offered: logs would cost storage forever.
@@ -42,6 +73,7 @@ LOG_RETENTION_DAYS: tuple[int, ...] = (
 MEMORY_MB = (128, 10240)
 TIMEOUT_S = (1, 900)
 EPHEMERAL_STORAGE_MB = (512, 10240)
+SNAPSTART_MAX_EPHEMERAL_STORAGE_MB = 512  # SnapStart refuses more /tmp than this
 MAX_VISIBLE_CPUS = 6  # Lambda shows a function at most 6 CPUs (at 8,846 MB and more).
 MAX_CORS_ORIGINS = 100  # AWS::Lambda::Url Cors.AllowOrigins: at most 100 items
 MAX_ORIGIN_LENGTH = 253  # ... each 1-253 characters.
@@ -49,45 +81,10 @@ MAX_ORIGIN_LENGTH = 253  # ... each 1-253 characters.
 PLATFORMS: Mapping[Architecture, str] = {"x86_64": "linux/amd64", "arm64": "linux/arm64"}
 """The Docker image platform each Lambda architecture runs."""
 
-FUNCTION_KEYS = (
-    "memory_mb",
-    "architecture",
-    "timeout_s",
-    "ephemeral_storage_mb",
-    "reserved_concurrency",
-    "provisioned_concurrency",
-    "threads",
-)
-LLAMA_MODEL_KEYS = ("model_repo", "model_file", "model_revision", "model_local_path")
-EMBEDDINGS_MODEL_KEYS = ("model_id", "model_revision", "model_local_path", "backend", "torch_index_url")
-SHARED_KEYS = (
-    "stack_name",
-    "function_url_auth",
-    "cors_allowed_origins",
-    "log_retention_days",
-    "log_level",
-    "hf_token_file",
-)
-
-KNOWN_KEYS: frozenset[str] = frozenset(
-    (
-        *(f"llama_{key}" for key in (*FUNCTION_KEYS, *LLAMA_MODEL_KEYS)),
-        *(f"embeddings_{key}" for key in (*FUNCTION_KEYS, *EMBEDDINGS_MODEL_KEYS)),
-        *SHARED_KEYS,
-    )
-)
-"""Every context key this app reads; any other snake_case key is reported as unknown."""
-
 _OUR_KEY = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)+$")  # CDK's own keys contain ':' '@' or '-'
-_HUB_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-_REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
-_GGUF_FILE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/-]{0,254}\.gguf$")
-_STACK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
-_URL = re.compile(r"^https?://[^\s/]+(/\S*)?$")
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
 _UNSET = ("", "none", "null")
-
-T = TypeVar("T")
+_BOOLEANS = {"true": True, "false": False}
 
 
 class ConfigError(ValueError):
@@ -99,34 +96,339 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class FunctionConfig:
+class Allowed:
+    """Field metadata: what a setting accepts, as the sentence an error line ends with."""
+
+    text: str
+
+
+def _one_of(choices: Any, note: str = "") -> Allowed:
+    return Allowed(f"must be one of {' | '.join(str(choice) for choice in get_args(choices))}{note}")
+
+
+def _problem(message: str, *, key: str | None = None) -> PydanticCustomError:
+    """An error whose message replaces the field's ``Allowed`` text (``key``: report under that key)."""
+    return PydanticCustomError("setting", "{message}", {"message": message, "key": key})
+
+
+# --- parsers for -c strings (pydantic's own coercion does the rest) ------------------------------
+
+
+def _stripped(raw: Any) -> Any:
+    return raw.strip() if isinstance(raw, str) else raw
+
+
+def _upper(raw: Any) -> Any:
+    return raw.strip().upper() if isinstance(raw, str) else raw
+
+
+def _not_bool(raw: Any) -> Any:
+    """pydantic reads True as 1; a boolean is never a count or a size here."""
+    if isinstance(raw, bool):
+        raise ValueError("a boolean is not a number")
+    return raw
+
+
+def _unset_or_number(raw: Any) -> Any:
+    """'', 'none' and 'null' (how -c spells null) unset an optional number."""
+    if raw is None or (isinstance(raw, str) and raw.strip().lower() in _UNSET):
+        return None
+    return _not_bool(raw)
+
+
+def _unset_or_text(raw: Any) -> Any:
+    if raw is None or (isinstance(raw, str) and raw.strip().lower() in _UNSET):
+        return None
+    return _stripped(raw)
+
+
+def _boolean(raw: Any) -> Any:
+    """true/false as JSON or as -c strings (any case); everything else stays for strict bool to refuse."""
+    if isinstance(raw, str):
+        return _BOOLEANS.get(raw.strip().lower(), raw)
+    return raw
+
+
+def _origin_list(raw: Any) -> Any:
+    """-c cors_allowed_origins=https://a.example,https://b.example arrives as one string."""
+    if raw is None:
+        return ()
+    if isinstance(raw, str):
+        return tuple(item.strip() for item in raw.split(",") if item.strip())
+    return raw
+
+
+def _member_of(allowed: tuple[int, ...]) -> Callable[[int], int]:
+    def check(value: int) -> int:
+        if value not in allowed:
+            raise ValueError("not one of the allowed values")
+        return value
+
+    return check
+
+
+def _good_origins(origins: tuple[str, ...]) -> tuple[str, ...]:
+    if len(origins) > MAX_CORS_ORIGINS:
+        raise _problem(f"lists {len(origins)} origins; a Function URL allows at most {MAX_CORS_ORIGINS}")
+    bad = [
+        origin
+        for origin in origins
+        if len(origin) > MAX_ORIGIN_LENGTH or not (origin == "*" or _ORIGIN.match(origin))
+    ]
+    if bad:
+        raise _problem(
+            f"has invalid origins {list(bad)!r}: each must be '*' or scheme://host[:port] "
+            "(http or https, no path, no trailing slash)"
+        )
+    return origins
+
+
+def _no_parent_dirs(path: str) -> str:
+    if ".." in path.split("/"):
+        raise ValueError("'..' leaves the repository")
+    return path
+
+
+# --- field types: the constraint and its sentence side by side -----------------------------------
+
+MemoryMb = Annotated[
+    int,
+    Field(ge=MEMORY_MB[0], le=MEMORY_MB[1]),
+    BeforeValidator(_not_bool),
+    Allowed(f"must be an integer from {MEMORY_MB[0]} to {MEMORY_MB[1]} (MB)"),
+]
+TimeoutS = Annotated[
+    int,
+    Field(ge=TIMEOUT_S[0], le=TIMEOUT_S[1]),
+    BeforeValidator(_not_bool),
+    Allowed(f"must be an integer from {TIMEOUT_S[0]} to {TIMEOUT_S[1]} (seconds)"),
+]
+EphemeralStorageMb = Annotated[
+    int,
+    Field(ge=EPHEMERAL_STORAGE_MB[0], le=EPHEMERAL_STORAGE_MB[1]),
+    BeforeValidator(_not_bool),
+    Allowed(f"must be an integer from {EPHEMERAL_STORAGE_MB[0]} to {EPHEMERAL_STORAGE_MB[1]} (MB)"),
+]
+ReservedConcurrency = Annotated[
+    int | None,
+    Field(ge=0),
+    BeforeValidator(_unset_or_number),
+    Allowed("must be unset (null) or an integer, 0 or more"),
+]
+PublicUrlReservedConcurrency = Annotated[
+    int | None,
+    Field(ge=1),
+    BeforeValidator(_unset_or_number),
+    Allowed("must be unset (null: no cap) or an integer, 1 or more"),
+]
+ProvisionedConcurrency = Annotated[
+    int, Field(ge=0), BeforeValidator(_not_bool), Allowed("must be an integer, 0 or more")
+]
+Threads = Annotated[
+    int | None,
+    Field(ge=1, le=MAX_VISIBLE_CPUS),
+    BeforeValidator(_unset_or_number),
+    Allowed(f"must be unset (null) or an integer from 1 to {MAX_VISIBLE_CPUS}"),
+]
+Switch = Annotated[bool, Strict(), BeforeValidator(_boolean), Allowed("must be true or false")]
+ArchitectureSetting = Annotated[Architecture, BeforeValidator(_stripped), _one_of(Architecture)]
+UrlInvokeModeSetting = Annotated[
+    UrlInvokeMode, BeforeValidator(_upper), _one_of(UrlInvokeMode, " (the generator's Function URL)")
+]
+UrlAuthSetting = Annotated[
+    UrlAuth,
+    BeforeValidator(_stripped),
+    _one_of(
+        UrlAuth,
+        " (auth NONE is only offered as API_KEY: a URL with auth NONE plus a Bearer key that the "
+        "handlers check)",
+    ),
+]
+BackendSetting = Annotated[EmbeddingsBackend, BeforeValidator(_stripped), _one_of(EmbeddingsBackend)]
+LogLevelSetting = Annotated[LogLevel, BeforeValidator(_upper), _one_of(LogLevel)]
+RetentionDays = Annotated[
+    int,
+    AfterValidator(_member_of(LOG_RETENTION_DAYS)),
+    BeforeValidator(_not_bool),
+    Allowed(
+        "must be one of CloudWatch Logs' retention periods: "
+        + ", ".join(str(days) for days in LOG_RETENTION_DAYS)
+    ),
+]
+StackName = Annotated[
+    str,
+    Field(pattern=r"^[A-Za-z][A-Za-z0-9-]{0,127}$"),
+    Allowed("must be a CloudFormation stack name: a letter, then letters, digits or '-', at most 128"),
+]
+HubRepo = Annotated[
+    str,
+    Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$"),
+    Allowed("must be a Hugging Face repository id like ORG/NAME"),
+]
+Revision = Annotated[
+    str,
+    Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$"),
+    Allowed("must be a branch, tag or commit hash"),
+]
+GgufFile = Annotated[
+    str,
+    Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._/-]{0,254}\.gguf$"),
+    AfterValidator(_no_parent_dirs),
+    Allowed("must be a .gguf file name inside the repository"),
+]
+PipIndexUrl = Annotated[
+    str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$"), Allowed("must be an http(s) URL of a pip index")
+]
+Origins = Annotated[
+    tuple[str, ...],
+    AfterValidator(_good_origins),
+    BeforeValidator(_origin_list),
+    Allowed("must be a list of origins (or, with -c, a comma-separated string)"),
+]
+LocalPath = Annotated[str | None, BeforeValidator(_unset_or_text), Allowed("must be unset (null) or a path")]
+
+
+def _prefixed(prefix: str) -> Callable[[str], str]:
+    def alias(name: str) -> str:
+        return prefix + name
+
+    return alias
+
+
+class _Settings(BaseModel):
+    """Frozen, no unknown fields, strings stripped; each field validates from its cdk.json key."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+    @classmethod
+    def key(cls, field: str) -> str:
+        """The context key of ``field`` (its alias, e.g. ``llama_memory_mb`` for ``memory_mb``)."""
+        return cls.model_fields[field].alias or field
+
+
+class FunctionConfig(_Settings):
     """Lambda settings of one function (keys ``<prefix>_memory_mb`` etc.)."""
 
-    memory_mb: int
-    architecture: Architecture
-    timeout_s: int
-    ephemeral_storage_mb: int
-    reserved_concurrency: int | None
-    """None: draw from the account's unreserved pool; 0 turns the function off."""
-    provisioned_concurrency: int
+    memory_mb: MemoryMb
+    architecture: ArchitectureSetting
+    timeout_s: TimeoutS
+    ephemeral_storage_mb: EphemeralStorageMb
+    reserved_concurrency: ReservedConcurrency = None
+    """None: draw from the account's unreserved pool (see ``AppConfig.reserved_concurrency``); 0: off."""
+    provisioned_concurrency: ProvisionedConcurrency
     """0: none; more needs a published version and an alias, which the URL then serves."""
-    threads: int | None
+    snap_start: Switch
+    """SnapStart on published versions: a version and an alias, which the URL then serves."""
+    threads: Threads = None
     """N_THREADS for the handler; None lets it size threads from the memory's CPU share."""
 
     @property
     def platform(self) -> str:
         return PLATFORMS[self.architecture]
 
+    @property
+    def publishes_version(self) -> bool:
+        """A published version behind the ``live`` alias serves this function (its URL and ARN)."""
+        return self.snap_start or self.provisioned_concurrency > 0
 
-@dataclass(frozen=True)
-class LlamaModel:
+    @field_validator("provisioned_concurrency")
+    @classmethod
+    def _within_reserved(cls, value: int, info: ValidationInfo) -> int:
+        reserved = info.data.get("reserved_concurrency")
+        if reserved is not None and value > reserved:
+            raise _problem(f"must not exceed {cls.key('reserved_concurrency')} ({reserved}) when that is set")
+        return value
+
+    @field_validator("snap_start")
+    @classmethod
+    def _snap_start_fits(cls, value: bool, info: ValidationInfo) -> bool:
+        if not value:
+            return value
+        conflicts = []
+        provisioned = info.data.get("provisioned_concurrency")
+        if provisioned:
+            conflicts.append(
+                f"provisioned concurrency ({cls.key('provisioned_concurrency')} is {provisioned}; "
+                "set it to 0)"
+            )
+        storage = info.data.get("ephemeral_storage_mb")
+        if storage is not None and storage > SNAPSTART_MAX_EPHEMERAL_STORAGE_MB:
+            conflicts.append(
+                f"ephemeral storage above {SNAPSTART_MAX_EPHEMERAL_STORAGE_MB} MB "
+                f"({cls.key('ephemeral_storage_mb')} is {storage}; set it to "
+                f"{SNAPSTART_MAX_EPHEMERAL_STORAGE_MB})"
+            )
+        if conflicts:
+            raise _problem(
+                f"Lambda SnapStart does not support {' or '.join(conflicts)}; "
+                f"or leave {cls.key('snap_start')} false"
+            )
+        return value
+
+
+class LlamaFunctionConfig(FunctionConfig):
+    """The generator's Lambda settings (keys ``llama_*``)."""
+
+    model_config = ConfigDict(alias_generator=_prefixed("llama_"))
+
+    url_invoke_mode: UrlInvokeModeSetting
+    """RESPONSE_STREAM: tokens reach HTTP clients as they are generated; BUFFERED: in one answer."""
+
+
+class EmbeddingsFunctionConfig(FunctionConfig):
+    """The embeddings function's Lambda settings (keys ``embeddings_*``)."""
+
+    model_config = ConfigDict(alias_generator=_prefixed("embeddings_"))
+
+
+def _local_model(value: str | None, info: ValidationInfo, *, folder: str, want_dir: bool) -> str | None:
+    """A model under ``<folder>/models/`` of the build context, which must exist (None: download)."""
+    if value is None:
+        return None
+    kind = "folder" if want_dir else ".gguf file"
+    path = PurePosixPath(value)
+    if (
+        path.is_absolute()
+        or ".." in path.parts
+        or "\\" in value
+        or len(path.parts) < 3
+        or path.parts[:2] != (folder, "models")
+    ):
+        raise _problem(
+            f"must be unset (null: download from the Hub) or the path of a model {kind} relative to "
+            f"lambda_images/ and inside {folder}/models/ (the folder the Dockerfile copies models from), "
+            f"e.g. {folder}/models/{'my-model' if want_dir else 'my-model.gguf'}"
+        )
+    images_dir: Path = _context(info)["images_dir"]
+    target = images_dir / path
+    if want_dir and not target.is_dir():
+        raise _problem(f"no such folder in {images_dir}; copy the model there first")
+    if not want_dir and not (target.is_file() and target.suffix == ".gguf"):
+        raise _problem(f"no such .gguf file in {images_dir}; copy the model there first")
+    return path.as_posix()
+
+
+def _context(info: ValidationInfo) -> dict[str, Any]:
+    if not isinstance(info.context, dict):
+        raise TypeError("validate through AppConfig.from_context, which passes images_dir and project_dir")
+    return info.context
+
+
+class LlamaModel(_Settings):
     """The GGUF file baked into the generator image (Docker build arguments)."""
 
-    repo: str
-    file: str
-    revision: str
-    local_path: str | None
+    model_config = ConfigDict(alias_generator=_prefixed("llama_model_"))
+
+    repo: HubRepo
+    file: GgufFile
+    revision: Revision
+    local_path: LocalPath = None
     """Path relative to lambda_images/ (e.g. ``llama/models/my.gguf``); None downloads from the Hub."""
+
+    @field_validator("local_path")
+    @classmethod
+    def _local_path_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _local_model(value, info, folder="llama", want_dir=False)
 
     @property
     def source(self) -> str:
@@ -142,16 +444,22 @@ class LlamaModel:
         }
 
 
-@dataclass(frozen=True)
-class EmbeddingsModel:
+class EmbeddingsModel(_Settings):
     """The sentence-transformers model baked into the embeddings image (Docker build arguments)."""
 
-    model_id: str
-    revision: str
-    local_path: str | None
+    model_config = ConfigDict(alias_generator=_prefixed("embeddings_"))
+
+    model_id: HubRepo
+    revision: Annotated[Revision, Field(alias="embeddings_model_revision")]
+    local_path: Annotated[LocalPath, Field(alias="embeddings_model_local_path")] = None
     """Folder relative to lambda_images/ (e.g. ``embeddings/models/my-model``); None downloads."""
-    backend: EmbeddingsBackend
-    torch_index_url: str
+    backend: BackendSetting
+    torch_index_url: PipIndexUrl
+
+    @field_validator("local_path")
+    @classmethod
+    def _local_path_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _local_model(value, info, folder="embeddings", want_dir=True)
 
     @property
     def source(self) -> str:
@@ -168,294 +476,168 @@ class EmbeddingsModel:
         }
 
 
-@dataclass(frozen=True)
-class AppConfig:
-    """Everything the stack needs to know, validated."""
+class AppConfig(_Settings):
+    """Everything the stack needs to know, validated. Build it with ``from_context``."""
 
-    stack_name: str
-    llama: FunctionConfig
-    llama_model: LlamaModel
-    embeddings: FunctionConfig
-    embeddings_model: EmbeddingsModel
-    function_url_auth: UrlAuth
+    stack_name: StackName
+    function_url_auth: UrlAuthSetting
     """AWS_IAM: SigV4-signed URLs. API_KEY: URLs with auth NONE guarded by a Bearer key in Secrets Manager."""
-    cors_allowed_origins: tuple[str, ...]
-    log_retention_days: int
-    log_level: LogLevel
-    hf_token_file: Path | None
+    public_url_reserved_concurrency: PublicUrlReservedConcurrency = None
+    """API_KEY mode: the reserved concurrency of each function without its own; None: no cap."""
+    cors_allowed_origins: Origins = ()
+    log_retention_days: RetentionDays
+    log_level: LogLevelSetting
+    hf_token_file: Annotated[
+        Path | None,
+        BeforeValidator(_unset_or_text),
+        Allowed("must be unset (null) or the path of an existing file"),
+    ] = None
     """A file holding a Hugging Face token, passed to the image builds as the BuildKit secret ``hf_token``."""
+    llama: LlamaFunctionConfig
+    llama_model: LlamaModel
+    embeddings: EmbeddingsFunctionConfig
+    embeddings_model: EmbeddingsModel
+
+    SECTIONS: ClassVar[Mapping[str, type[_Settings]]] = {
+        "llama": LlamaFunctionConfig,
+        "llama_model": LlamaModel,
+        "embeddings": EmbeddingsFunctionConfig,
+        "embeddings_model": EmbeddingsModel,
+    }
+    """Fields holding a group of settings; their own fields carry the context keys as aliases."""
+
+    @property
+    def lambda_log_level(self) -> LambdaLogLevel:
+        """``log_level`` as Lambda's application log level names it (WARNING -> WARN, CRITICAL -> FATAL)."""
+        return LAMBDA_LOG_LEVELS[self.log_level]
+
+    def reserved_concurrency(self, function: FunctionConfig) -> int | None:
+        """The reserved concurrency ``function`` is deployed with.
+
+        Its own ``<fn>_reserved_concurrency`` when set; otherwise, in API_KEY mode (URLs
+        anyone can call), ``public_url_reserved_concurrency``; otherwise None.
+        """
+        if function.reserved_concurrency is not None:
+            return function.reserved_concurrency
+        if self.function_url_auth == "API_KEY":
+            return self.public_url_reserved_concurrency
+        return None
+
+    @field_validator("hf_token_file")
+    @classmethod
+    def _token_file_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        path = value.expanduser()
+        path = path if path.is_absolute() else _context(info)["project_dir"] / path
+        if not path.is_file():
+            raise _problem(f"must be unset (null) or the path of an existing file; {path} is not one")
+        return path.resolve()
+
+    @field_validator("llama", "embeddings")
+    @classmethod
+    def _provisioned_fits_the_public_cap(cls, value: FunctionConfig, info: ValidationInfo) -> FunctionConfig:
+        """In API_KEY mode the cap becomes the reserved concurrency, which provisioned must fit in."""
+        cap = info.data.get("public_url_reserved_concurrency")
+        if (
+            info.data.get("function_url_auth") == "API_KEY"
+            and value.reserved_concurrency is None
+            and cap is not None
+            and value.provisioned_concurrency > cap
+        ):
+            raise _problem(
+                f"must not exceed public_url_reserved_concurrency ({cap}), the reserved concurrency "
+                f"API_KEY mode gives a function without its own {value.key('reserved_concurrency')}: "
+                f"raise either, or set public_url_reserved_concurrency to null",
+                key=value.key("provisioned_concurrency"),
+            )
+        return value
 
     @classmethod
     def from_context(cls, context: Mapping[str, Any], *, images_dir: Path, project_dir: Path) -> AppConfig:
         """Validate the context (cdk.json plus ``-c`` overrides) into a config, or raise ConfigError.
 
         ``images_dir`` is the build context root (lambda_images/), against which local model
-        paths are checked; ``project_dir`` anchors a relative ``hf_token_file``.
+        paths are checked; ``project_dir`` anchors a relative ``hf_token_file``. Keys whose
+        value is null are unset, whether the CDK CLI dropped them or a tool passes them on.
         """
-        reader = _Reader(context)
-        unknown = sorted(key for key in context if _OUR_KEY.match(key) and key not in KNOWN_KEYS)
-        for key in unknown:
-            reader.problem(
-                key, context[key], f"is not a setting of this app (known: {', '.join(sorted(KNOWN_KEYS))})"
+        ours = {key: value for key, value in context.items() if _OUR_KEY.match(key)}
+        data: dict[str, Any] = {section: {} for section in cls.SECTIONS}
+        for key, value in ours.items():
+            section = _SECTION_OF_KEY.get(key)
+            if section is None:
+                data[key] = value  # a shared setting, or an unknown key that extra="forbid" reports
+            else:
+                data[section][key] = value
+        try:
+            return cls.model_validate(data, context={"images_dir": images_dir, "project_dir": project_dir})
+        except ValidationError as error:
+            raise ConfigError(_problem_lines(error, ours)) from None
+
+
+def _setting_fields() -> dict[str, tuple[str | None, FieldInfo]]:
+    """Context key -> (section field or None for a shared setting, its field), in definition order."""
+    fields: dict[str, tuple[str | None, FieldInfo]] = {}
+    for name, info in AppConfig.model_fields.items():
+        section = AppConfig.SECTIONS.get(name)
+        if section is None:
+            fields[name] = (None, info)
+        else:
+            fields.update(
+                {sub.alias or sub_name: (name, sub) for sub_name, sub in section.model_fields.items()}
             )
-
-        llama = _function_config(reader, "llama")
-        embeddings = _function_config(reader, "embeddings")
-        llama_model = LlamaModel(
-            repo=reader.match("llama_model_repo", _HUB_REPO, "a Hugging Face repository id like ORG/NAME"),
-            file=reader.match(
-                "llama_model_file", _GGUF_FILE, "a .gguf file name inside the repository", no_dotdot=True
-            ),
-            revision=reader.match("llama_model_revision", _REVISION, "a branch, tag or commit hash"),
-            local_path=reader.local_path("llama_model_local_path", images_dir, "llama", want_dir=False),
-        )
-        embeddings_model = EmbeddingsModel(
-            model_id=reader.match(
-                "embeddings_model_id", _HUB_REPO, "a Hugging Face repository id like ORG/NAME"
-            ),
-            revision=reader.match("embeddings_model_revision", _REVISION, "a branch, tag or commit hash"),
-            local_path=reader.local_path(
-                "embeddings_model_local_path", images_dir, "embeddings", want_dir=True
-            ),
-            backend=reader.choice("embeddings_backend", EMBEDDINGS_BACKENDS),
-            torch_index_url=reader.match("embeddings_torch_index_url", _URL, "an http(s) URL of a pip index"),
-        )
-        config = cls(
-            stack_name=reader.match(
-                "stack_name",
-                _STACK_NAME,
-                "a CloudFormation stack name: a letter, then letters, digits or '-', at most 128",
-            ),
-            llama=llama,
-            llama_model=llama_model,
-            embeddings=embeddings,
-            embeddings_model=embeddings_model,
-            function_url_auth=reader.choice(
-                "function_url_auth",
-                URL_AUTH_MODES,
-                note=(
-                    " (auth NONE is only offered as API_KEY: a URL with auth NONE plus a Bearer key "
-                    "that the handlers check)"
-                ),
-            ),
-            cors_allowed_origins=reader.origins("cors_allowed_origins"),
-            log_retention_days=reader.one_of_ints("log_retention_days", LOG_RETENTION_DAYS),
-            log_level=reader.choice("log_level", LOG_LEVELS, upper=True),
-            hf_token_file=reader.existing_file("hf_token_file", project_dir),
-        )
-        if reader.problems:
-            raise ConfigError(reader.problems)
-        return config
+    return fields
 
 
-def _function_config(reader: _Reader, prefix: str) -> FunctionConfig:
-    reserved = reader.optional_int(f"{prefix}_reserved_concurrency", minimum=0)
-    provisioned = reader.int_in(f"{prefix}_provisioned_concurrency", 0, None)
-    if reserved is not None and provisioned > reserved:
-        reader.problem(
-            f"{prefix}_provisioned_concurrency",
-            provisioned,
-            f"must not exceed {prefix}_reserved_concurrency ({reserved}) when that is set",
-        )
-    return FunctionConfig(
-        memory_mb=reader.int_in(f"{prefix}_memory_mb", *MEMORY_MB, unit="MB"),
-        architecture=reader.choice(f"{prefix}_architecture", ARCHITECTURES),
-        timeout_s=reader.int_in(f"{prefix}_timeout_s", *TIMEOUT_S, unit="seconds"),
-        ephemeral_storage_mb=reader.int_in(
-            f"{prefix}_ephemeral_storage_mb", *EPHEMERAL_STORAGE_MB, unit="MB"
-        ),
-        reserved_concurrency=reserved,
-        provisioned_concurrency=provisioned,
-        threads=reader.optional_int(f"{prefix}_threads", minimum=1, maximum=MAX_VISIBLE_CPUS),
+_SETTINGS = _setting_fields()
+_SECTION_OF_KEY = {key: section for key, (section, _) in _SETTINGS.items() if section is not None}
+
+SETTING_KEYS: tuple[str, ...] = tuple(_SETTINGS)
+"""Every context key this app reads, in the order of the models (and of cdk.json)."""
+
+KNOWN_KEYS: frozenset[str] = frozenset(SETTING_KEYS)
+"""Every context key this app reads; any other snake_case key is reported as unknown."""
+
+
+def allowed(key: str) -> str:
+    """What setting ``key`` accepts, as its error lines say it (for docs and tools)."""
+    return next(
+        (meta.text for meta in _SETTINGS[key][1].metadata if isinstance(meta, Allowed)),
+        "must be valid",
     )
 
 
-class _Reader:
-    """Reads keys from the context, collecting a message for every bad value.
+def _problem_lines(error: ValidationError, context: Mapping[str, Any]) -> list[str]:
+    """One line per bad key: ``key = value: what is allowed`` (or why it is missing or unknown)."""
+    lines: dict[str, str] = {}
+    for detail in error.errors(include_url=False):
+        key = _key_of(detail)
+        if key in lines:
+            continue  # the first reason is enough: one line per key
+        lines[key] = _line(key, detail, context)
+    return list(lines.values())
 
-    Each method returns a value of the right type even when the input is bad
-    (a placeholder), so all keys are checked in one pass; ``from_context``
-    raises if any problem was recorded.
-    """
 
-    def __init__(self, context: Mapping[str, Any]) -> None:
-        self._context = context
-        self.problems: list[str] = []
+def _key_of(detail: ErrorDetails) -> str:
+    explicit = (detail.get("ctx") or {}).get("key")
+    if explicit:
+        return str(explicit)
+    location = detail["loc"]
+    if str(location[0]) in AppConfig.SECTIONS and len(location) > 1:
+        return str(location[1])
+    return str(location[0])
 
-    def problem(self, key: str, value: Any, allowed: str) -> None:
-        self.problems.append(f"{key} = {value!r}: {allowed}")
 
-    def _get(self, key: str, *, optional: bool = False) -> tuple[bool, Any]:
-        """(present, raw value); a missing required key is a problem, a missing optional one is unset.
-
-        CDK drops context keys whose value is null, so an optional key listed as
-        null in cdk.json arrives as missing.
-        """
-        if key not in self._context:
-            if not optional:
-                self.problems.append(f"{key} is missing: add it to the context block of cdk.json")
-            return False, None
-        return True, self._context[key]
-
-    def _parse(self, key: str, parse: Callable[[Any], T | None], allowed: str, placeholder: T) -> T:
-        present, raw = self._get(key)
-        if not present:
-            return placeholder
-        value = parse(raw)
-        if value is None:
-            self.problem(key, raw, allowed)
-            return placeholder
-        return value
-
-    def int_in(self, key: str, minimum: int, maximum: int | None, unit: str = "") -> int:
-        suffix = f" ({unit})" if unit else ""
-        allowed = (
-            f"must be an integer from {minimum} to {maximum}{suffix}"
-            if maximum is not None
-            else f"must be an integer, {minimum} or more{suffix}"
+def _line(key: str, detail: ErrorDetails, context: Mapping[str, Any]) -> str:
+    if detail["type"] == "missing":
+        return f"{key} is missing: add it to the context block of cdk.json"
+    value = context.get(key, detail["input"])
+    if detail["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(key, SETTING_KEYS, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        return (
+            f"{key} = {value!r}: is not a setting of this app ({hint}every setting is listed in "
+            "cdk.json's context block and in docs/configuration.md)"
         )
-
-        def parse(raw: Any) -> int | None:
-            value = _as_int(raw)
-            if value is None or value < minimum or (maximum is not None and value > maximum):
-                return None
-            return value
-
-        return self._parse(key, parse, allowed, minimum)
-
-    def optional_int(self, key: str, *, minimum: int, maximum: int | None = None) -> int | None:
-        present, raw = self._get(key, optional=True)
-        if not present or _is_unset(raw):
-            return None
-        value = _as_int(raw)
-        if value is None or value < minimum or (maximum is not None and value > maximum):
-            upper = f" to {maximum}" if maximum is not None else " or more"
-            self.problem(key, raw, f"must be unset (null) or an integer from {minimum}{upper}")
-            return None
-        return value
-
-    def one_of_ints(self, key: str, allowed: tuple[int, ...]) -> int:
-        def parse(raw: Any) -> int | None:
-            value = _as_int(raw)
-            return value if value in allowed else None
-
-        listed = ", ".join(str(value) for value in allowed)
-        return self._parse(
-            key, parse, f"must be one of CloudWatch Logs' retention periods: {listed}", allowed[0]
-        )
-
-    def choice(self, key: str, allowed: tuple[T, ...], *, upper: bool = False, note: str = "") -> T:
-        def parse(raw: Any) -> T | None:
-            if not isinstance(raw, str):
-                return None
-            text = raw.strip().upper() if upper else raw.strip()
-            return next((option for option in allowed if option == text), None)
-
-        listed = " | ".join(str(option) for option in allowed)
-        return self._parse(key, parse, f"must be one of {listed}{note}", allowed[0])
-
-    def match(self, key: str, pattern: re.Pattern[str], allowed: str, *, no_dotdot: bool = False) -> str:
-        def parse(raw: Any) -> str | None:
-            if not isinstance(raw, str) or not pattern.match(raw.strip()):
-                return None
-            if no_dotdot and ".." in raw.split("/"):
-                return None
-            return raw.strip()
-
-        return self._parse(key, parse, f"must be {allowed}", "")
-
-    def origins(self, key: str) -> tuple[str, ...]:
-        present, raw = self._get(key, optional=True)
-        if not present or raw is None:
-            return ()
-        if isinstance(raw, str):  # -c cors_allowed_origins=https://a.example,https://b.example
-            items: list[Any] = [item.strip() for item in raw.split(",") if item.strip()]
-        elif isinstance(raw, list):
-            items = raw
-        else:
-            self.problem(key, raw, "must be a list of origins (or, with -c, a comma-separated string)")
-            return ()
-        if len(items) > MAX_CORS_ORIGINS:
-            self.problem(
-                key, raw, f"lists {len(items)} origins; a Function URL allows at most {MAX_CORS_ORIGINS}"
-            )
-            return ()
-        bad = [
-            item
-            for item in items
-            if not isinstance(item, str)
-            or len(item) > MAX_ORIGIN_LENGTH
-            or not (item == "*" or _ORIGIN.match(item))
-        ]
-        if bad:
-            self.problem(
-                key,
-                raw,
-                f"has invalid origins {bad!r}: each must be '*' or scheme://host[:port] "
-                "(http or https, no path, no trailing slash)",
-            )
-            return ()
-        return tuple(cast(list[str], items))
-
-    def local_path(self, key: str, images_dir: Path, folder: str, *, want_dir: bool) -> str | None:
-        present, raw = self._get(key, optional=True)
-        if not present or _is_unset(raw):
-            return None
-        kind = "folder" if want_dir else ".gguf file"
-        allowed = (
-            f"must be unset (null: download from the Hub) or the path of a model {kind} relative to "
-            f"lambda_images/ and inside {folder}/models/ (the folder the Dockerfile copies models from), "
-            f"e.g. {folder}/models/{'my-model' if want_dir else 'my-model.gguf'}"
-        )
-        if not isinstance(raw, str):
-            self.problem(key, raw, allowed)
-            return None
-        path = PurePosixPath(raw.strip())
-        if (
-            path.is_absolute()
-            or ".." in path.parts
-            or "\\" in raw
-            or len(path.parts) < 3
-            or path.parts[:2] != (folder, "models")
-        ):
-            self.problem(key, raw, allowed)
-            return None
-        target = images_dir / path
-        if want_dir and not target.is_dir():
-            self.problem(key, raw, f"no such folder in {images_dir}; copy the model there first")
-            return None
-        if not want_dir and not (target.is_file() and target.suffix == ".gguf"):
-            self.problem(key, raw, f"no such .gguf file in {images_dir}; copy the model there first")
-            return None
-        return path.as_posix()
-
-    def existing_file(self, key: str, base: Path) -> Path | None:
-        present, raw = self._get(key, optional=True)
-        if not present or _is_unset(raw):
-            return None
-        if not isinstance(raw, str):
-            self.problem(key, raw, "must be unset (null) or the path of a file")
-            return None
-        path = Path(raw.strip()).expanduser()
-        path = path if path.is_absolute() else base / path
-        if not path.is_file():
-            self.problem(key, raw, f"must be unset (null) or the path of an existing file; {path} is not one")
-            return None
-        return path.resolve()
-
-
-def _is_unset(raw: Any) -> bool:
-    return raw is None or (isinstance(raw, str) and raw.strip().lower() in _UNSET)
-
-
-def _as_int(raw: Any) -> int | None:
-    """An int from JSON (int, or a float without fraction) or from a -c string; None otherwise."""
-    if isinstance(raw, bool):
-        return None
-    if isinstance(raw, int):
-        return raw
-    if isinstance(raw, float) and raw.is_integer():
-        return int(raw)
-    if isinstance(raw, str) and re.fullmatch(r"\s*[+-]?[0-9]+\s*", raw):
-        return int(raw)
-    return None
+    reason = detail["msg"] if detail["type"] == "setting" else allowed(key)
+    return f"{key} = {value!r}: {reason}"

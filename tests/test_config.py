@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -10,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from app import IMAGES_DIR, PROJECT_DIR, cdk_json_context, load_config
-from stacks.config import KNOWN_KEYS, AppConfig, ConfigError
+from stacks.config import KNOWN_KEYS, SETTING_KEYS, AppConfig, ConfigError, allowed
 
 
 def config_with(overrides: dict[str, Any], *, images_dir: Path = IMAGES_DIR) -> AppConfig:
@@ -26,6 +26,8 @@ def test_cdk_json_lists_every_setting() -> None:
     context = cdk_json_context()
     # Then every key the app reads is listed there (null for the optional ones)
     assert context.keys() >= KNOWN_KEYS
+    # And in the order the models define them, the order problems are reported in
+    assert [key for key in context if key in KNOWN_KEYS] == list(SETTING_KEYS)
 
 
 def test_defaults_from_cdk_json() -> None:
@@ -38,11 +40,14 @@ def test_defaults_from_cdk_json() -> None:
         "x86_64",
         300,
     )
-    assert (config.embeddings.memory_mb, config.embeddings.timeout_s) == (2048, 60)
+    assert (config.embeddings.memory_mb, config.embeddings.timeout_s) == (8192, 60)
     assert config.llama.platform == "linux/amd64"
     assert config.llama.ephemeral_storage_mb == config.embeddings.ephemeral_storage_mb == 512
     assert config.llama.reserved_concurrency is None
     assert config.llama.provisioned_concurrency == 0
+    assert config.llama.snap_start is config.embeddings.snap_start is False
+    assert config.llama.url_invoke_mode == "RESPONSE_STREAM"
+    assert config.public_url_reserved_concurrency == 10
     assert config.llama.threads is None
     assert config.embeddings.threads is None
     assert config.llama_model.build_args() == {
@@ -61,11 +66,12 @@ def test_defaults_from_cdk_json() -> None:
     assert config.function_url_auth == "AWS_IAM"
     assert config.cors_allowed_origins == ()
     assert (config.log_retention_days, config.log_level, config.hf_token_file) == (30, "INFO", None)
+    assert config.lambda_log_level == "INFO"
 
 
 def test_config_is_frozen() -> None:
     config = load_config()
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(ValidationError, match="frozen"):
         config.llama.memory_mb = 1  # type: ignore[misc]
 
 
@@ -83,6 +89,10 @@ def test_command_line_strings_are_parsed() -> None:
             "log_retention_days": "7",
             "log_level": "debug",
             "function_url_auth": "API_KEY",
+            "public_url_reserved_concurrency": "20",
+            "llama_snap_start": "False",
+            "embeddings_snap_start": " TRUE ",
+            "llama_url_invoke_mode": "buffered",
         }
     )
     # Then they come out typed
@@ -94,13 +104,23 @@ def test_command_line_strings_are_parsed() -> None:
     assert config.embeddings.reserved_concurrency == 0
     assert config.cors_allowed_origins == ("https://app.example.com", "http://localhost:3000")
     assert (config.log_retention_days, config.log_level, config.function_url_auth) == (7, "DEBUG", "API_KEY")
+    assert config.public_url_reserved_concurrency == 20
+    assert (config.llama.snap_start, config.embeddings.snap_start) == (False, True)
+    assert config.llama.url_invoke_mode == "BUFFERED"
 
 
 @pytest.mark.parametrize("unset", ["", "none", "null"])
 def test_optional_values_can_be_unset_from_the_command_line(unset: str) -> None:
-    config = config_with({"llama_threads": unset, "llama_reserved_concurrency": unset})
+    config = config_with(
+        {
+            "llama_threads": unset,
+            "llama_reserved_concurrency": unset,
+            "public_url_reserved_concurrency": unset,
+        }
+    )
     assert config.llama.threads is None
     assert config.llama.reserved_concurrency is None
+    assert config.public_url_reserved_concurrency is None
 
 
 def test_cors_origins_as_a_json_list() -> None:
@@ -124,7 +144,13 @@ RETENTIONS = "1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 109
         ("llama_timeout_s", 901, "must be an integer from 1 to 900 (seconds)"),
         ("embeddings_timeout_s", 0, "must be an integer from 1 to 900 (seconds)"),
         ("llama_ephemeral_storage_mb", 256, "must be an integer from 512 to 10240 (MB)"),
-        ("llama_reserved_concurrency", -1, "must be unset (null) or an integer from 0 or more"),
+        ("llama_reserved_concurrency", -1, "must be unset (null) or an integer, 0 or more"),
+        ("llama_reserved_concurrency", False, "must be unset (null) or an integer, 0 or more"),
+        ("public_url_reserved_concurrency", 0, "must be unset (null: no cap) or an integer, 1 or more"),
+        ("public_url_reserved_concurrency", "ten", "must be unset (null: no cap) or an integer, 1 or more"),
+        ("llama_snap_start", "yes", "must be true or false"),
+        ("embeddings_snap_start", 1, "must be true or false"),
+        ("llama_url_invoke_mode", "STREAM", "must be one of RESPONSE_STREAM | BUFFERED"),
         ("embeddings_provisioned_concurrency", -2, "must be an integer, 0 or more"),
         ("llama_threads", 0, "must be unset (null) or an integer from 1 to 6"),
         ("embeddings_threads", 7, "must be unset (null) or an integer from 1 to 6"),
@@ -169,13 +195,26 @@ def test_bad_value_fails_naming_key_value_and_what_is_allowed(key: str, value: A
     assert problem in str(caught.value)
 
 
-def test_every_bad_value_is_reported_at_once() -> None:
+def test_every_bad_value_is_reported_at_once_in_cdk_json_order() -> None:
+    # Given bad values in several groups, one of them a combination of two valid values
     with pytest.raises(ConfigError) as caught:
-        config_with({"llama_memory_mb": 100, "embeddings_timeout_s": 901, "log_level": "LOUD"})
+        config_with(
+            {
+                "embeddings_timeout_s": 901,
+                "llama_memory_mb": 100,
+                "log_level": "LOUD",
+                "embeddings_snap_start": "true",
+                "embeddings_provisioned_concurrency": "1",
+                "lama_threads": "2",
+            }
+        )
+    # Then each is one line, in the order cdk.json lists the keys (unknown keys last)
     assert [p.split(" = ")[0] for p in caught.value.problems] == [
+        "log_level",
         "llama_memory_mb",
         "embeddings_timeout_s",
-        "log_level",
+        "embeddings_snap_start",
+        "lama_threads",
     ]
 
 
@@ -185,7 +224,7 @@ def test_a_mistyped_key_is_reported() -> None:
         config_with({"lama_memory_mb": "4096"})
     (problem,) = caught.value.problems
     assert problem.startswith("lama_memory_mb = '4096': is not a setting of this app")
-    assert "llama_memory_mb" in problem
+    assert "did you mean llama_memory_mb?" in problem
 
 
 def test_cdk_internal_context_keys_are_not_mistaken_for_settings() -> None:
@@ -207,6 +246,104 @@ def test_provisioned_concurrency_cannot_exceed_reserved() -> None:
     assert problem == (
         "llama_provisioned_concurrency = 2: must not exceed llama_reserved_concurrency (1) when that is set"
     )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            {"llama_snap_start": "true", "llama_provisioned_concurrency": "2"},
+            "llama_snap_start = 'true': Lambda SnapStart does not support provisioned concurrency "
+            "(llama_provisioned_concurrency is 2; set it to 0); or leave llama_snap_start false",
+        ),
+        (
+            {"embeddings_snap_start": True, "embeddings_ephemeral_storage_mb": 1024},
+            "embeddings_snap_start = True: Lambda SnapStart does not support ephemeral storage above "
+            "512 MB (embeddings_ephemeral_storage_mb is 1024; set it to 512); or leave "
+            "embeddings_snap_start false",
+        ),
+        (
+            {
+                "llama_snap_start": True,
+                "llama_provisioned_concurrency": 1,
+                "llama_ephemeral_storage_mb": 2048,
+            },
+            "llama_snap_start = True: Lambda SnapStart does not support provisioned concurrency "
+            "(llama_provisioned_concurrency is 1; set it to 0) or ephemeral storage above 512 MB "
+            "(llama_ephemeral_storage_mb is 2048; set it to 512); or leave llama_snap_start false",
+        ),
+    ],
+)
+def test_snap_start_refuses_what_snap_start_does_not_support(
+    overrides: dict[str, Any], expected: str
+) -> None:
+    # When SnapStart is combined with provisioned concurrency or more than 512 MB of /tmp
+    with pytest.raises(ConfigError) as caught:
+        config_with(overrides)
+    # Then one line says why and names every key involved
+    assert caught.value.problems == (expected,)
+
+
+def test_snap_start_alone_is_accepted() -> None:
+    config = config_with({"llama_snap_start": "true", "embeddings_snap_start": "true"})
+    assert (config.llama.snap_start, config.embeddings.snap_start) == (True, True)
+    assert (config.llama.publishes_version, config.embeddings.publishes_version) == (True, True)
+    assert not load_config().llama.publishes_version
+
+
+@pytest.mark.parametrize(
+    ("overrides", "llama", "embeddings"),
+    [
+        ({}, None, None),  # AWS_IAM: nothing reserved unless asked for
+        ({"llama_reserved_concurrency": 4}, 4, None),
+        ({"function_url_auth": "API_KEY"}, 10, 10),  # the default cap, from cdk.json
+        ({"function_url_auth": "API_KEY", "llama_reserved_concurrency": 0}, 0, 10),  # own value wins
+        ({"function_url_auth": "API_KEY", "embeddings_reserved_concurrency": 50}, 10, 50),
+        ({"function_url_auth": "API_KEY", "public_url_reserved_concurrency": "3"}, 3, 3),
+        ({"function_url_auth": "API_KEY", "public_url_reserved_concurrency": "null"}, None, None),
+        ({"function_url_auth": "API_KEY", "public_url_reserved_concurrency": None}, None, None),  # dropped
+    ],
+)
+def test_reserved_concurrency_caps_public_urls_in_api_key_mode(
+    overrides: dict[str, Any], llama: int | None, embeddings: int | None
+) -> None:
+    config = config_with(overrides)
+    assert (config.reserved_concurrency(config.llama), config.reserved_concurrency(config.embeddings)) == (
+        llama,
+        embeddings,
+    )
+
+
+def test_provisioned_concurrency_must_fit_the_public_url_cap() -> None:
+    # Given API_KEY mode, whose cap becomes the reserved concurrency of a function without its own
+    with pytest.raises(ConfigError) as caught:
+        config_with({"function_url_auth": "API_KEY", "llama_provisioned_concurrency": "11"})
+    # Then more provisioned environments than the cap fail, naming both keys
+    (problem,) = caught.value.problems
+    assert problem.startswith(
+        "llama_provisioned_concurrency = '11': must not exceed public_url_reserved_concurrency (10)"
+    )
+    assert "llama_reserved_concurrency" in problem
+    # And a function's own reserved concurrency, or no cap, lifts the limit
+    api_key_11 = {"function_url_auth": "API_KEY", "llama_provisioned_concurrency": 11}
+    for lift in ({"llama_reserved_concurrency": 11}, {"public_url_reserved_concurrency": "none"}):
+        assert config_with({**api_key_11, **lift}).llama.provisioned_concurrency == 11
+    # And in AWS_IAM mode the cap does not apply
+    assert config_with({"llama_provisioned_concurrency": 11}).llama.provisioned_concurrency == 11
+
+
+@pytest.mark.parametrize(
+    ("level", "lambda_level"),
+    [("DEBUG", "DEBUG"), ("info", "INFO"), ("WARNING", "WARN"), ("ERROR", "ERROR"), ("CRITICAL", "FATAL")],
+)
+def test_log_level_in_lambdas_names(level: str, lambda_level: str) -> None:
+    assert config_with({"log_level": level}).lambda_log_level == lambda_level
+
+
+def test_every_setting_says_what_it_allows() -> None:
+    # Each key has its own sentence for error lines (tools and docs can ask for it too)
+    assert all(allowed(key).startswith("must be") and allowed(key) != "must be valid" for key in KNOWN_KEYS)
+    assert allowed("llama_memory_mb") == "must be an integer from 128 to 10240 (MB)"
 
 
 def test_local_models_are_checked_against_the_build_context(tmp_path: Path) -> None:
@@ -270,3 +407,22 @@ def test_cdk_json_has_the_feature_flags_aws_cdk_lib_recommends() -> None:
     # Then cdk.json sets each of them to the recommended value
     context = cdk_json_context()
     assert {flag: context.get(flag) for flag in recommended} == recommended
+
+
+def test_the_local_runner_reads_cdk_json_and_has_no_copy_of_its_defaults(tmp_path: Path) -> None:
+    from local.functions import deployed_settings
+
+    # Given cdk.json, the local runner's functions get its memory sizes and timeouts
+    settings = deployed_settings()
+    config = load_config()
+    assert (settings["llama"].memory_mb, settings["llama"].timeout_s) == (
+        config.llama.memory_mb,
+        config.llama.timeout_s,
+    )
+    assert (settings["embeddings"].memory_mb, settings["embeddings"].backend) == (
+        config.embeddings.memory_mb,
+        config.embeddings_model.backend,
+    )
+    # And without cdk.json there is nothing to fall back on: the error says which file is missing
+    with pytest.raises(FileNotFoundError, match=r"cdk\.json is missing"):
+        deployed_settings(tmp_path / "cdk.json")
