@@ -19,7 +19,7 @@ from typing import Any
 from benchmarks.bare_embeddings import BareOnnx, BareTorch, load
 from benchmarks.llama_bench import emulated
 from benchmarks.stats import median_or_none, summarize
-from lambda_common.runtime import default_threads, visible_cpus
+from lambda_common.cpu import default_threads, visible_cpus
 from local.rie import IMAGES, EmulatedFunction, FunctionSpec
 
 EMBEDDINGS_DIR = IMAGES / "embeddings"

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.stats import median_or_none, summarize
-from lambda_common.runtime import default_threads, visible_cpus
+from lambda_common.cpu import default_threads, visible_cpus
 from local.rie import IMAGES, EmulatedFunction, FunctionSpec
 
 LLAMA_DIR = IMAGES / "llama"

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from lambda_common.runtime import visible_cpus
+from lambda_common.cpu import visible_cpus
 
 LIBRARIES = (
     "llama_cpp_python",

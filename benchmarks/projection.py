@@ -15,7 +15,8 @@ from decimal import Decimal
 from typing import Any
 
 from benchmarks.cost import PriceBook, Tokens, Workload, duration_from_throughput, estimate, load_prices
-from lambda_common.runtime import MB_PER_VCPU, default_threads
+from lambda_common.cpu import default_threads
+from lambda_common.limits import MB_PER_VCPU
 
 MEMORY_SIZES_MB = (512, 1024, 1769, 2048, 3008, 3538, 4096, 5307, 6144, 7076, 8192, 8845, 10240)
 

@@ -95,6 +95,8 @@ class FunctionSpec:
     memory_mb: int
     timeout_s: int
     handler: str = "handler.lambda_handler"
+    runtime: str = "awslambdaric"
+    """The module that runs the handler: AWS's runtime client, or ``lambda_common.lambda_runtime``."""
     environment: Mapping[str, str] = field(default_factory=dict)
 
     def lambda_environment(self) -> dict[str, str]:
@@ -169,7 +171,7 @@ class EmulatedFunction:
             f"127.0.0.1:{self.runtime_api_port}",
             self.python,
             "-m",
-            "awslambdaric",
+            self.spec.runtime,
             self.spec.handler,
         ]
         if self.log_path is not None:

@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
+from lambda_common.limits import MB_PER_VCPU
 from local.rie import INVOKE_PATH, InvokeResult, rie_binary
 from tests.images.assets import LambdaFunction
 from tests.images.podman import PodmanError, podman, require_tools
@@ -41,7 +42,6 @@ from tests.images.podman import PodmanError, podman, require_tools
 LAMBDA_USER = "993:990"
 RIE_DIR = "/aws-lambda"
 RIE_PORT = 8080
-MB_PER_VCPU = 1769
 LAMBDA_MAX_PROCESSES = 1024
 LAMBDA_MAX_OPEN_FILES = 1024
 QEMU_STATIC = Path("/usr/bin/qemu-x86_64-static")

@@ -16,7 +16,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 from tokenizers import Encoding
 
-from embedder.backends import BackendName, Batch, ModelInfo
+from embedder.backends import BackendName, Batch, ModelInfo, Stop, Stopped
 from embedder.manifest import Manifest
 from embedder.pooling import pool
 from embedder.tokenization import TextTokenizer
@@ -58,13 +58,15 @@ class OnnxBackend:
             details={"quantization": manifest.quantization, "onnxruntime": ort.__version__},
         )
 
-    def embed(self, batch: Batch) -> npt.NDArray[np.float32]:
+    def embed(self, batch: Batch, stop: Stop | None = None) -> npt.NDArray[np.float32]:
         encodings = batch.encodings
         count = len(encodings)
         result = np.empty((count, self.manifest.dimension), dtype=np.float32)
         order = sorted(range(count), key=lambda i: -len(encodings[i].ids))
         start = 0
         while start < count:
+            if start and stop is not None and stop():
+                raise Stopped(start, count)
             longest = len(encodings[order[start]].ids)
             size = max(1, min(count - start, self.max_batch_tokens // longest))
             chunk = order[start : start + size]

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from embedder.backends import BackendName, Batch, ModelInfo
+from embedder.backends import BackendName, Batch, ModelInfo, Stop, Stopped
 from embedder.manifest import declared_prompts
 from embedder.tokenization import TextTokenizer
 
@@ -65,14 +65,21 @@ class TorchBackend:
             },
         )
 
-    def embed(self, batch: Batch) -> npt.NDArray[np.float32]:
+    def embed(self, batch: Batch, stop: Stop | None = None) -> npt.NDArray[np.float32]:
+        texts = list(batch.texts)
+        parts = []
         with self._torch.inference_mode():
-            vectors = self.model.encode(
-                list(batch.texts),
-                prompt=batch.prompt or None,
-                batch_size=self.batch_size,
-                normalize_embeddings=False,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
-        return np.asarray(vectors, dtype=np.float32)
+            # One encode call per batch, so the deadline is looked at between them.
+            for start in range(0, len(texts), self.batch_size):
+                if start and stop is not None and stop():
+                    raise Stopped(start, len(texts))
+                vectors = self.model.encode(
+                    texts[start : start + self.batch_size],
+                    prompt=batch.prompt or None,
+                    batch_size=self.batch_size,
+                    normalize_embeddings=False,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
+                parts.append(np.asarray(vectors, dtype=np.float32))
+        return np.concatenate(parts) if parts else np.empty((0, self.info.dimension), dtype=np.float32)

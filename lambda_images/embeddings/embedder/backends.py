@@ -9,7 +9,7 @@ the ONNX path never pays for importing torch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -21,6 +21,16 @@ from tokenizers import Encoding
 from embedder.tokenization import TextTokenizer
 
 BackendName = Literal["onnx", "torch"]
+Stop = Callable[[], bool]
+
+
+class Stopped(Exception):
+    """A backend gave up part-way because ``stop`` said so; nothing it computed is returned."""
+
+    def __init__(self, done: int, total: int) -> None:
+        super().__init__(f"stopped after {done} of {total} inputs")
+        self.done = done
+        self.total = total
 
 
 @dataclass(frozen=True)
@@ -59,8 +69,12 @@ class Backend(Protocol):
     info: ModelInfo
     tokenizer: TextTokenizer
 
-    def embed(self, batch: Batch) -> npt.NDArray[np.float32]:
-        """Pooled sentence embeddings (len(batch), info.dimension), before any normalization."""
+    def embed(self, batch: Batch, stop: Stop | None = None) -> npt.NDArray[np.float32]:
+        """Pooled sentence embeddings (len(batch), info.dimension), before any normalization.
+
+        ``stop`` is asked between runs of the model; when it says so, the backend
+        raises ``Stopped`` instead of finishing (the invocation's deadline came).
+        """
         ...
 
 

@@ -1,9 +1,12 @@
-"""The embedding service's core, shared by every route and by direct invokes.
+"""The embedding service's core, shared by every route, by direct invokes and by the batch job.
 
 Order of work for a request: cheap checks first (count, characters, the
 estimated response size against Lambda's 6 MB limit), then tokenization
-(token limit, truncation), then the backend, then dimensions and
-normalization. Every refusal is an ApiError raised before compute starts.
+(token limit, truncation), then the time the work needs against the time the
+invocation has left, then the backend (which looks at the deadline again
+between runs), then dimensions and normalization. Every refusal is a domain
+error (lambda_common.errors) raised before compute starts, or, when the
+deadline comes part-way, instead of a partial answer.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from embedder.backends import Backend, Batch
+from embedder.backends import Backend, Batch, Stopped
 from embedder.pooling import l2_normalize
 from embedder.prompts import PromptTable, UnknownPrompt
 from embedder.settings import Settings
 from embedder.tokenization import Direction, InputTooLong, PromptTooLong, Token
-from lambda_common.http import ApiError
+from lambda_common.deadline import Deadline
+from lambda_common.errors import EmptyInput, InternalError, InvalidRequest, NotEnoughTime, TooLarge
 
 Encoding = Literal["float", "base64"]
 
@@ -33,11 +37,10 @@ below float32's resolution for typical components; base64 carries exact float32.
 FLOAT_BYTES = 18
 """Upper bound of one JSON number with its comma at 9 decimals, for |value| < 1e6."""
 
-# Error codes, mapped to TEI's error_type and OpenAI's code by the handler.
-EMPTY = "empty"
-INVALID = "invalid_value"
-TOO_LARGE = "too_large"
-UNKNOWN_PROMPT = "unknown_prompt"
+TOKEN_BYTES = 80
+"""Upper bound of one /tokenize token object without its text (ids, flags, offsets, punctuation)."""
+TIME_SAFETY = 1.5
+"""Work is refused up front when it needs more than the time left divided by this."""
 
 
 @dataclass(frozen=True)
@@ -68,23 +71,6 @@ class Embedded:
     inference_s: float
     total_s: float
 
-    def headers(self, compute_type: str) -> dict[str, str]:
-        """TEI's timing headers (milliseconds, as TEI sends them)."""
-
-        def ms(seconds: float) -> str:
-            return str(round(seconds * 1000))
-
-        return {
-            "x-compute-type": compute_type,
-            "x-compute-time": ms(self.total_s),
-            "x-total-time": ms(self.total_s),
-            "x-tokenization-time": ms(self.tokenization_s),
-            "x-queue-time": "0",
-            "x-inference-time": ms(self.inference_s),
-            "x-compute-tokens": str(self.tokens),
-            "x-compute-characters": str(self.characters),
-        }
-
 
 def vector_bytes(dimensions: int, encoding: Encoding) -> int:
     """Upper bound of one serialized vector, brackets or quotes included."""
@@ -109,31 +95,27 @@ class EmbeddingService:
         self.model_id = model_id
         self.prompts = prompts
         self.info = backend.info
+        self.tokens_per_s: float | None = None
+        """Measured embedding speed (warm-up at init, then a running average), for the time check."""
 
     # -- checks that cost nothing -------------------------------------------------
 
     def _texts(self, inputs: str | Sequence[str]) -> list[str]:
         texts = [inputs] if isinstance(inputs, str) else list(inputs)
         if not texts:
-            raise ApiError(
-                400, "inputs must not be empty: send a string or a non-empty list of strings", code=EMPTY
-            )
+            raise EmptyInput("inputs must not be empty: send a string or a non-empty list of strings")
         if len(texts) > self.settings.max_inputs:
-            raise ApiError(
-                413,
+            raise TooLarge(
                 f"{len(texts)} inputs in one request; the limit is {self.settings.max_inputs}: "
-                "split the batch into several requests",
-                code=TOO_LARGE,
+                "split the batch into several requests"
             )
         for index, text in enumerate(texts):
             if not text:
-                raise ApiError(400, f"input {index} is an empty string; every input needs text", code=EMPTY)
+                raise EmptyInput(f"input {index} is an empty string; every input needs text")
             if len(text) > self.settings.max_input_chars:
-                raise ApiError(
-                    413,
+                raise TooLarge(
                     f"input {index} has {len(text)} characters; the limit is "
-                    f"{self.settings.max_input_chars} characters per input",
-                    code=TOO_LARGE,
+                    f"{self.settings.max_input_chars} characters per input"
                 )
         return texts
 
@@ -142,11 +124,9 @@ class EmbeddingService:
         if dimensions is None:
             return model_dimensions
         if not 1 <= dimensions <= model_dimensions:
-            raise ApiError(
-                422,
+            raise InvalidRequest(
                 f"dimensions must be between 1 and {model_dimensions} for this model, got {dimensions}",
                 param="dimensions",
-                code=INVALID,
             )
         return dimensions
 
@@ -156,26 +136,28 @@ class EmbeddingService:
         estimate = shape.fixed + count * per_item
         if estimate > limit:
             fit = max(0, (limit - shape.fixed) // per_item)
-            raise ApiError(
-                413,
+            raise TooLarge(
                 f"the response for {count} inputs of {dimensions} dimensions ({shape.encoding}) could reach "
                 f"{estimate} bytes, over the {limit}-byte limit of a Lambda response; send at most {fit} "
                 "inputs per request"
                 + (", or ask for encoding_format=base64" if shape.encoding == "float" else "")
-                + ", or fewer dimensions",
-                code=TOO_LARGE,
+                + ", or fewer dimensions"
             )
 
     def prompt(self, name: str | None) -> str:
         try:
             return self.prompts.text(name)
         except UnknownPrompt as exc:
-            raise ApiError(422, str(exc), param="prompt_name", code=UNKNOWN_PROMPT) from None
+            raise InvalidRequest(str(exc), param="prompt_name", code="unknown_prompt") from None
 
     # -- the work -------------------------------------------------------------------
 
     def embed(
-        self, inputs: str | Sequence[str], options: EmbedOptions, shape: ResponseShape | None = None
+        self,
+        inputs: str | Sequence[str],
+        options: EmbedOptions,
+        shape: ResponseShape | None = None,
+        deadline: Deadline | None = None,
     ) -> Embedded:
         started = time.perf_counter()
         texts = self._texts(inputs)
@@ -189,31 +171,39 @@ class EmbeddingService:
                 texts, prompt, truncate=options.truncate, direction=options.truncation_direction
             )
         except InputTooLong as exc:
-            raise ApiError(
-                413,
+            raise TooLarge(
                 f"input {exc.index} is {exc.tokens} tokens long"
                 + (" with the prompt" if prompt else "")
-                + f"; this model takes at most {exc.limit} tokens: shorten it or send truncate=true",
-                code=TOO_LARGE,
+                + f"; this model takes at most {exc.limit} tokens: shorten it or send truncate=true"
             ) from None
         except PromptTooLong as exc:
-            raise ApiError(422, str(exc), param="prompt_name", code=INVALID) from None
+            raise InvalidRequest(str(exc), param="prompt_name") from None
         prompt_length = None
         if prompt and not self.info.include_prompt:
             prompt_length = tokenizer.prompt_length(prompt)
         tokenized = time.perf_counter()
+        tokens = sum(fitted.token_counts)
+        self._check_time(tokens, len(texts), deadline)
 
-        vectors = self.backend.embed(Batch(fitted.texts, prompt, fitted.encodings, prompt_length))
+        stop = deadline.passed if deadline is not None and deadline.at is not None else None
+        try:
+            vectors = self.backend.embed(Batch(fitted.texts, prompt, fitted.encodings, prompt_length), stop)
+        except Stopped as exc:
+            raise NotEnoughTime(
+                f"the invocation's deadline came after {exc.done} of {exc.total} inputs; nothing is "
+                "returned: send fewer inputs per request, or raise the function timeout"
+            ) from None
         inferred = time.perf_counter()
         if not np.all(np.isfinite(vectors)):
-            raise ApiError(500, "the model produced non-finite values", type="server_error", code="backend")
+            raise InternalError("the model produced non-finite values", code="backend")
+        self._learn_speed(tokens, inferred - tokenized)
         if dimensions < vectors.shape[1]:
             vectors = np.ascontiguousarray(vectors[:, :dimensions])
         if options.normalize:
             vectors = l2_normalize(vectors)
         return Embedded(
             vectors=vectors,
-            tokens=sum(fitted.token_counts),
+            tokens=tokens,
             characters=sum(len(text) for text in texts),
             truncated=fitted.truncated,
             tokenization_s=tokenized - started,
@@ -221,20 +211,64 @@ class EmbeddingService:
             total_s=time.perf_counter() - started,
         )
 
+    def _learn_speed(self, tokens: int, seconds: float) -> None:
+        """Keep a running estimate of tokens per second from requests big enough to say."""
+        if tokens >= 64 and seconds > 0:
+            observed = tokens / seconds
+            self.tokens_per_s = (
+                observed if self.tokens_per_s is None else 0.7 * self.tokens_per_s + 0.3 * observed
+            )
+
+    def _check_time(self, tokens: int, count: int, deadline: Deadline | None) -> None:
+        """Refuse, before any compute, work that cannot finish in the time the invocation has left."""
+        left = deadline.remaining_s() if deadline is not None else None
+        if left is None or self.tokens_per_s is None:
+            return
+        needed = tokens / self.tokens_per_s
+        if needed * TIME_SAFETY <= left:
+            return
+        fit = max(0, int(count * left / (needed * TIME_SAFETY)))
+        raise NotEnoughTime(
+            f"{count} inputs ({tokens} tokens) need about {needed:.1f} s of compute here; the invocation has "
+            f"{max(left, 0):.1f} s left: send at most {fit} inputs per request, or raise the function timeout"
+        )
+
     def tokenize(
         self, inputs: str | Sequence[str], *, add_special_tokens: bool, prompt_name: str | None
     ) -> list[list[Token]]:
+        """TEI's /tokenize rows; refused before the rows are built when they cannot fit a response."""
         texts = self._texts(inputs)
         prompt = self.prompt(prompt_name)
+        tokenizer = self.backend.tokenizer
+        encodings = [
+            tokenizer.encode_for_tokens(t, prompt, add_special_tokens=add_special_tokens) for t in texts
+        ]
+        # Each token is an object of about TOKEN_BYTES bytes plus its text, which is at most the
+        # input's own text again (twice for JSON escapes): a bound known before any row is built.
+        count = sum(len(encoding.ids) for encoding in encodings)
+        estimate = count * TOKEN_BYTES + sum(2 * len((prompt + text).encode()) for text in texts)
+        limit = self.settings.max_response_bytes
+        if estimate > limit:
+            raise TooLarge(
+                f"the {count} tokens of these inputs could make a {estimate}-byte response, over the "
+                f"{limit}-byte limit of a Lambda response; send fewer or shorter inputs"
+            )
         return [
-            self.backend.tokenizer.tokens(text, prompt, add_special_tokens=add_special_tokens)
-            for text in texts
+            tokenizer.tokens(encoding, prompt + text) for encoding, text in zip(encodings, texts, strict=True)
         ]
 
     def accepts_model(self, name: str) -> bool:
         """OpenAI's `model`: the model id, its last path part, or a configured alias."""
         names = {self.model_id, self.model_id.rsplit("/", 1)[-1], *self.settings.aliases()}
         return name in names
+
+    def warm_up(self) -> None:
+        """One real request at init: the first caller pays no one-time work, and the speed is known.
+
+        With SnapStart this runs before the snapshot, so every restored copy starts warm.
+        """
+        text = "The quick brown fox jumps over the lazy dog near the quiet river bank. " * 4
+        self.embed([text] * 8, EmbedOptions(truncate=True))
 
     def describe(self, threads: int) -> dict[str, Any]:
         """TEI's /info fields, plus what this service adds (backend, prompts, limits)."""

@@ -14,9 +14,9 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lambda_common.limits import LAMBDA_PAYLOAD_LIMIT
+
 BATCH_TOKENS_PER_THREAD = 512
-LAMBDA_PAYLOAD_LIMIT = 6 * 1024 * 1024
-"""Lambda's limit for a synchronous request or response payload (6 MB)."""
 
 
 class Settings(BaseSettings):
@@ -62,6 +62,13 @@ class Settings(BaseSettings):
         description="Padded tokens per ONNX Runtime run; default 512 per thread (fastest on 1 thread).",
     )
     batch_size: int = Field(32, ge=1, le=1024, description="sentence-transformers encode batch size (torch).")
+    deadline_margin_ms: int = Field(
+        500,
+        ge=0,
+        le=60_000,
+        description="Time kept free before the invocation's deadline: work that cannot finish before it "
+        "is refused up front, or stopped between batches, instead of running into the timeout.",
+    )
     auto_truncate: bool = Field(
         False, description="Truncate over-long inputs when a request does not say (TEI's --auto-truncate)."
     )

@@ -151,10 +151,13 @@ class TextTokenizer:
             self._prompt_lengths[prompt] = length
         return self._prompt_lengths[prompt]
 
-    def tokens(self, text: str, prompt: str = "", *, add_special_tokens: bool = True) -> list[Token]:
-        """TEI's /tokenize view: ids, the covered text, and character offsets into prompt + text."""
-        full = prompt + text
-        encoding = self._tokenizer.encode(full, add_special_tokens=add_special_tokens)
+    def encode_for_tokens(self, text: str, prompt: str = "", *, add_special_tokens: bool = True) -> Encoding:
+        """The encoding TEI's /tokenize reports (``tokens`` turns it into rows)."""
+        return self._tokenizer.encode(prompt + text, add_special_tokens=add_special_tokens)
+
+    @staticmethod
+    def tokens(encoding: Encoding, full: str) -> list[Token]:
+        """TEI's /tokenize rows: ids, covered text, character offsets into ``full`` (prompt + text)."""
         result = []
         for token_id, token, (start, stop), special in zip(
             encoding.ids, encoding.tokens, encoding.offsets, encoding.special_tokens_mask, strict=True

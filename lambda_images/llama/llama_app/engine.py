@@ -1,37 +1,51 @@
 """The generation core: one llama.cpp model, loaded at init, shared by every route.
 
-Routes hand it validated parameters and a deadline; it returns the generated
-text with its finish reason, token counts and wall-clock timings, or raises
-ApiError. A failure inside llama.cpp resets the model state and becomes a 500,
-so the warm process keeps serving and a half answer is never labelled success.
+Routes hand it a prompt (``prepare_text`` / ``prepare_chat``, which check it
+fits the context window before any work) and validated sampling parameters;
+``generate`` returns a ``GenerationRun``: an iterator of text pieces, each
+final (a stop string can no longer start in it), produced while llama.cpp
+decodes, and after the last one the ``Generation`` with its finish reason,
+token counts and timings. Buffered routes drain it; streaming routes send each
+piece as it comes.
+
+The loop is this module's own, on llama-cpp-python's token generator
+(``Llama.generate``, which also reuses the KV cache of a shared prompt
+prefix): it decodes UTF-8 incrementally, holds back text that may start a
+stop string, enforces the token budget, the context window and the
+invocation's deadline after every token, and can report each token's log
+probability. Closing the run (a caller that went away) stops decoding at once.
+
+Errors are domain errors: a prompt past the context window is
+``ContextLengthExceeded``; a failure inside llama.cpp resets the model state
+and becomes ``InternalError``, so the warm process keeps serving and a half
+answer is never labelled success.
 """
 
 from __future__ import annotations
 
+import codecs
 import ctypes
-import re
 import secrets
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import jinja2
 import llama_cpp
 import numpy as np
-import numpy.typing as npt
 from aws_lambda_powertools import Logger
-from llama_cpp import Llama, StoppingCriteria, StoppingCriteriaList
+from llama_cpp import Llama
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+from llama_cpp.llama_grammar import LlamaGrammar
 
-from lambda_common.http import ApiError
+from lambda_common.deadline import Deadline
+from lambda_common.errors import ContextLengthExceeded, InternalError, InvalidRequest, TooLarge
 from llama_app.schemas import FinishReason
 from llama_app.settings import LlamaSettings
 
 logger = Logger(child=True)
-
-_CONTEXT_OVERFLOW = re.compile(r"Requested tokens \((\d+)\) exceed context window of (\d+)")
 
 
 @dataclass(frozen=True)
@@ -48,29 +62,38 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    grammar: LlamaGrammar | None = None
+    """Constrains sampling (JSON schema or GBNF), or None."""
+    logprobs: int | None = None
+    """Report each token's log probability and this many alternatives (0-20), or None."""
 
-    def llama_kwargs(self) -> dict[str, Any]:
-        return {
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "top_k": self.top_k,
-            "min_p": self.min_p,
-            "repeat_penalty": self.repeat_penalty,
-            "presence_penalty": self.presence_penalty,
-            "frequency_penalty": self.frequency_penalty,
-            "stop": list(self.stop),
-            # llama-cpp-python reuses one fixed seed when none is given, so identical
-            # requests would sample identically: draw a fresh one instead.
-            "seed": self.seed if self.seed is not None else secrets.randbelow(2**31),
-        }
+
+@dataclass(frozen=True)
+class Prompt:
+    """A prompt ready to generate from: its tokens, and stop strings its chat template adds."""
+
+    tokens: list[int]
+    stop: tuple[str, ...] = ()
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token: str
+    bytes: list[int]
+    logprob: float
+    top: list[tuple[str, list[int], float]]
+    """The most likely alternatives at this position: (text, bytes, log probability)."""
 
 
 @dataclass(frozen=True)
 class GenerationTimings:
     prompt_ms: float
+    """From the call to the first generated token: prompt processing, i.e. time to first token."""
     predicted_ms: float
+    """From the first to the last generated token."""
     predicted_per_second: float | None
+    """Decode speed over the generated tokens (None with fewer than two)."""
     total_ms: float
 
 
@@ -81,76 +104,63 @@ class Generation:
     prompt_tokens: int
     completion_tokens: int
     timings: GenerationTimings
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
-class Deadline:
-    """The moment generation must stop: the invocation's end minus a safety margin."""
+class _StopFilter:
+    """Holds back the end of the text while it could still be the start of a stop string."""
 
-    def __init__(self, remaining_ms: float | None, margin_ms: float, *, now: float | None = None) -> None:
-        start = time.perf_counter() if now is None else now
-        self.at = None if remaining_ms is None else start + (remaining_ms - margin_ms) / 1000.0
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = [stop for stop in stops if stop]
+        self.pending = ""
+        self.stopped = False
 
-    @classmethod
-    def none(cls) -> Deadline:
-        return cls(None, 0)
+    def feed(self, text: str) -> str:
+        """Text that is final now; sets ``stopped`` (and drops the rest) when a stop string appears."""
+        self.pending += text
+        if not self.stops:
+            out, self.pending = self.pending, ""
+            return out
+        cut = min((i for i in (self.pending.find(stop) for stop in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            out, self.pending, self.stopped = self.pending[:cut], "", True
+            return out
+        hold = 0
+        for stop in self.stops:
+            for size in range(min(len(stop) - 1, len(self.pending)), hold, -1):
+                if self.pending.endswith(stop[:size]):
+                    hold = size
+                    break
+        out = self.pending[: len(self.pending) - hold]
+        self.pending = self.pending[len(out) :]
+        return out
 
-    def passed(self) -> bool:
-        return self.at is not None and time.perf_counter() >= self.at
-
-    def remaining_ms(self) -> float | None:
-        return None if self.at is None else (self.at - time.perf_counter()) * 1000.0
+    def flush(self) -> str:
+        out, self.pending = self.pending, ""
+        return out
 
 
-class _TokenClock:
-    """A llama-cpp-python stopping criterion: times each sampled token, enforces the token
-    budget and the deadline.
+class GenerationRun:
+    """The text of one generation, piece by piece as it is decoded; ``result`` once it has ended."""
 
-    llama-cpp-python 0.3.36 calls a stopping criterion right after each token is
-    sampled, before handing the token out, with the tokens evaluated so far; and once
-    more after its generation loop ends, with the same tokens as the call before
-    (nothing is evaluated in between). Returning True in the loop drops the token just
-    sampled and ends the loop; the after-loop call must then return True as well, or
-    llama-cpp-python returns no text at all.
+    def __init__(self, pieces: Iterator[str]) -> None:
+        self._pieces = pieces
+        self.result: Generation | None = None
 
-    The token budget is enforced here because llama-cpp-python skips its own
-    ``max_tokens`` check while the text ends in an incomplete UTF-8 character (its
-    multibyte handling ``continue``s past the check), so an answer made of multi-byte
-    characters could run on to the deadline or past the context window. Once
-    ``max_tokens`` tokens (or what the context window has room for) are evaluated
-    after the prompt, the token just sampled would be one too many: generation stops
-    there, ``max_tokens`` tokens are kept, and llama-cpp-python's decoding drops an
-    incomplete character at the end of the text.
-    """
+    def __iter__(self) -> Iterator[str]:
+        return self._pieces
 
-    def __init__(self, deadline: Deadline, max_tokens: int, n_ctx: int) -> None:
-        self._deadline = deadline
-        self._max_tokens = max_tokens
-        self._n_ctx = n_ctx
-        self._prompt_n: int | None = None
-        self._last_n: int | None = None
-        self.times: list[float] = []
-        """When each token was sampled (the first one marks the end of prompt processing)."""
-        self.stopped: FinishReason | None = None
-        """Why this criterion ended the generation loop, if it did."""
+    def close(self) -> None:
+        close = getattr(self._pieces, "close", None)
+        if close is not None:
+            close()
 
-    def __call__(self, input_ids: npt.NDArray[np.intc], logits: npt.NDArray[np.single]) -> bool:
-        evaluated = len(input_ids)
-        if evaluated == self._last_n:  # the after-loop call
-            return self.stopped is not None
-        self._last_n = evaluated
-        self.times.append(time.perf_counter())
-        if self._prompt_n is None:
-            self._prompt_n = evaluated
-        budget = min(self._max_tokens, self._n_ctx - self._prompt_n)
-        if evaluated - self._prompt_n >= budget:
-            self.stopped = "length"
-        elif self._deadline.passed():
-            self.stopped = "deadline"
-        return self.stopped is not None
-
-    def sampled(self) -> list[float]:
-        """Times at which the tokens handed out were sampled (a token dropped by a stop left out)."""
-        return self.times[:-1] if self.stopped is not None else list(self.times)
+    def finish(self) -> Generation:
+        """Run to the end (buffered routes) and return the result."""
+        for _ in self._pieces:
+            pass
+        assert self.result is not None
+        return self.result
 
 
 class Engine:
@@ -178,26 +188,25 @@ class Engine:
         )
         return cls(llm, settings.alias)
 
-    # ------------------------------------------------------------ generation
+    # ------------------------------------------------------------ prompts
 
-    def complete(self, prompt: str, params: SamplingParams, deadline: Deadline) -> Generation:
-        """Continue ``prompt`` as plain text."""
-        return self._generate(prompt, params, deadline, param="prompt")
+    def prepare_text(self, prompt: str, *, param: str = "prompt") -> Prompt:
+        """A plain-text prompt, tokenized as llama.cpp's completion does (BOS added)."""
+        tokens = self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+        return self._fits(Prompt(tokens=tokens, text=prompt), param)
 
-    def render_chat(self, messages: Sequence[Mapping[str, str]]) -> ChatPrompt:
+    def prepare_chat(self, messages: Sequence[Mapping[str, Any]], **template_vars: Any) -> Prompt:
         """The conversation as the model's own chat template (from the GGUF file) renders it."""
         if self.chat_template is None:
-            raise ApiError(
-                400,
+            raise InvalidRequest(
                 "this model's GGUF file has no chat template; send a plain prompt instead of messages",
                 param="messages",
                 code="chat_template_missing",
             )
         try:
-            rendered = self.chat_template(messages=list(messages))  # type: ignore[arg-type]
+            rendered = self.chat_template(messages=list(messages), **template_vars)  # type: ignore[arg-type]
         except (ValueError, jinja2.TemplateError) as exc:
-            raise ApiError(
-                400,
+            raise InvalidRequest(
                 f"the model's chat template refused these messages: {exc}",
                 param="messages",
                 code="invalid_messages",
@@ -206,85 +215,134 @@ class Engine:
         tokens = self.llm.tokenize(
             rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
         )
-        return ChatPrompt(
-            text=rendered.prompt, tokens=tokens, stop=tuple(stops), criterion=rendered.stopping_criteria
-        )
+        return self._fits(Prompt(tokens=tokens, stop=tuple(stops), text=rendered.prompt), "messages")
 
-    def chat(
-        self, messages: Sequence[Mapping[str, str]], params: SamplingParams, deadline: Deadline
-    ) -> Generation:
-        """Answer a conversation rendered with the model's chat template.
+    def _fits(self, prompt: Prompt, param: str) -> Prompt:
+        if len(prompt.tokens) >= self.n_ctx:
+            raise ContextLengthExceeded(
+                f"the prompt is {len(prompt.tokens)} tokens; the context window is {self.n_ctx} tokens "
+                "and must also hold at least one generated token",
+                param=param,
+            )
+        return prompt
 
-        Rendered here and sent as tokens to the completion path (as llama-cpp-python's own
-        chat handler does) so that the deadline criterion applies to chat too.
-        """
-        prompt = self.render_chat(messages)
-        params = replace(params, stop=params.stop + prompt.stop)
-        return self._generate(
-            prompt.tokens, params, deadline, param="messages", extra_criterion=prompt.criterion
-        )
+    # ------------------------------------------------------------ generation
 
-    def _generate(
-        self,
-        prompt: str | list[int],
-        params: SamplingParams,
-        deadline: Deadline,
-        *,
-        param: str,
-        extra_criterion: StoppingCriteria | None = None,
-    ) -> Generation:
-        clock = _TokenClock(deadline, params.max_tokens, self.n_ctx)
-        criteria = StoppingCriteriaList([clock] if extra_criterion is None else [clock, extra_criterion])
+    def generate(self, prompt: Prompt, params: SamplingParams, deadline: Deadline) -> GenerationRun:
+        """Start generating (lazily: nothing runs until the run is iterated)."""
+        run = GenerationRun(iter(()))
+        run._pieces = self._pieces(run, prompt, params, deadline)
+        return run
+
+    def _pieces(
+        self, run: GenerationRun, prompt: Prompt, params: SamplingParams, deadline: Deadline
+    ) -> Iterator[str]:
+        stops = _StopFilter(params.stop + prompt.stop)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        budget = min(params.max_tokens, self.n_ctx - len(prompt.tokens))
+        vocab = self.llm._model.vocab
+        text: list[str] = []
+        times: list[float] = []
+        logprobs: list[TokenLogprob] = []
+        completion = 0
+        finish: FinishReason = "length"
         with self._lock:
             started = time.perf_counter()
+            self.llm.set_seed(params.seed if params.seed is not None else secrets.randbelow(2**31))
+            tokens = self.llm.generate(
+                prompt.tokens,
+                top_k=params.top_k,
+                top_p=params.top_p,
+                min_p=params.min_p,
+                temp=params.temperature,
+                repeat_penalty=params.repeat_penalty,
+                frequency_penalty=params.frequency_penalty,
+                presence_penalty=params.presence_penalty,
+                grammar=params.grammar,
+                reset=True,
+            )
             try:
-                result: Any = self.llm.create_completion(
-                    prompt, stopping_criteria=criteria, model=self.alias, **params.llama_kwargs()
-                )
-            except ValueError as exc:
-                raise self._client_error(exc, param) from None
+                for token in tokens:
+                    times.append(time.perf_counter())
+                    if llama_cpp.llama_vocab_is_eog(vocab, token):
+                        finish = "stop"
+                        break
+                    completion += 1
+                    piece = self.piece(token, special=False)
+                    if params.logprobs is not None:
+                        logprobs.append(self._logprob(token, piece, params.logprobs))
+                    final = stops.feed(decoder.decode(piece))
+                    if final:
+                        text.append(final)
+                        yield final
+                    if stops.stopped:
+                        finish = "stop"
+                        break
+                    if completion >= budget:
+                        break
+                    if deadline.passed():
+                        finish = "deadline"
+                        break
+                else:
+                    finish = "stop"
+            except GeneratorExit:
+                raise
             except Exception as exc:
                 self._recover()
                 logger.exception("generation failed inside llama.cpp")
-                raise ApiError(
-                    500,
-                    f"generation failed inside llama.cpp ({type(exc).__name__}); nothing is returned",
-                    type="server_error",
+                raise InternalError(
+                    f"generation failed inside llama.cpp ({type(exc).__name__}); nothing more is returned",
                     code="generation_failed",
                 ) from exc
+            finally:
+                tokens.close()
             finished = time.perf_counter()
-
-        usage = result["usage"]
-        finish: FinishReason = clock.stopped or result["choices"][0]["finish_reason"]
-        sampled = clock.sampled()
-        first = clock.times[0] if clock.times else finished
+        if not stops.stopped:
+            # An incomplete character at the very end is dropped, as llama.cpp's own decoding does.
+            rest = stops.flush() + decoder.decode(b"", final=True).rstrip("\ufffd")
+            if rest:
+                text.append(rest)
+                yield rest
+        sampled = times[:completion]
         decode_s = sampled[-1] - sampled[0] if len(sampled) > 1 else 0.0
-        timings = GenerationTimings(
-            prompt_ms=(first - started) * 1000.0,
-            predicted_ms=(finished - first) * 1000.0,
-            predicted_per_second=(len(sampled) - 1) / decode_s if decode_s > 0 else None,
-            total_ms=(finished - started) * 1000.0,
-        )
-        return Generation(
-            text=str(result["choices"][0]["text"]),
+        first = times[0] if times else finished
+        run.result = Generation(
+            text="".join(text),
             finish_reason=finish,
-            prompt_tokens=int(usage["prompt_tokens"]),
-            completion_tokens=int(usage["completion_tokens"]),
-            timings=timings,
+            prompt_tokens=len(prompt.tokens),
+            completion_tokens=completion,
+            timings=GenerationTimings(
+                prompt_ms=(first - started) * 1000.0,
+                predicted_ms=(finished - first) * 1000.0,
+                predicted_per_second=(len(sampled) - 1) / decode_s if decode_s > 0 else None,
+                total_ms=(finished - started) * 1000.0,
+            ),
+            logprobs=logprobs,
         )
 
-    def _client_error(self, exc: ValueError, param: str) -> ApiError:
-        overflow = _CONTEXT_OVERFLOW.search(str(exc))
-        if overflow:
-            tokens, window = overflow.groups()
-            return ApiError(
-                400,
-                f"the prompt is {tokens} tokens; the context window is {window} tokens "
-                "and must also hold at least one generated token",
-                param=param,
-                code="context_length_exceeded",
-            )
-        return ApiError(400, f"{param}: {exc}", param=param, code="invalid_value")
+    def _logprob(self, token: int, piece: bytes, top: int) -> TokenLogprob:
+        """Log probability of ``token`` where it was sampled, and the ``top`` likeliest tokens there.
+
+        The logits of the position just sampled are still in the context (the next
+        token is not evaluated before the caller asks for it).
+        """
+        logits = np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(-1), shape=(self.n_vocab,))
+        shifted = logits.astype(np.float64) - float(np.max(logits))
+        logsum = float(np.log(np.exp(shifted).sum()))
+        alternatives: list[tuple[str, list[int], float]] = []
+        if top > 0:
+            best = np.argpartition(-shifted, top)[:top]
+            for candidate in best[np.argsort(-shifted[best])]:
+                data = self.piece(int(candidate), special=False)
+                alternatives.append(
+                    (data.decode("utf-8", "replace"), list(data), float(shifted[candidate]) - logsum)
+                )
+        return TokenLogprob(
+            token=piece.decode("utf-8", "replace"),
+            bytes=list(piece),
+            logprob=float(shifted[token]) - logsum,
+            top=alternatives,
+        )
 
     def _recover(self) -> None:
         """Forget the KV cache after a failure so the next request starts clean."""
@@ -294,6 +352,14 @@ class Engine:
         except Exception:  # pragma: no cover - best effort; the next eval re-clears
             logger.exception("could not reset the llama.cpp context")
 
+    def warm_up(self) -> None:
+        """One short generation: llama.cpp's buffers and thread pool are set up before the first request.
+
+        With SnapStart this runs before the snapshot, so every restored copy starts warm.
+        """
+        prompt = self.prepare_text("Hello")
+        self.generate(prompt, SamplingParams(max_tokens=2, temperature=0.0), Deadline.none()).finish()
+
     # ------------------------------------------------------------ tokens
 
     # Tokenizer calls only read the vocabulary: they need no lock.
@@ -301,42 +367,40 @@ class Engine:
     def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
         return list(self.llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=parse_special))
 
-    def piece(self, token: int) -> bytes:
-        """The bytes of one token as llama.cpp renders it (special tokens included)."""
-        self._check_ids([token])
+    def piece(self, token: int, *, special: bool = True) -> bytes:
+        """The bytes of one token as llama.cpp renders it (special tokens included unless asked not to)."""
         size = 64
         while True:
             buffer = ctypes.create_string_buffer(size)
-            written = llama_cpp.llama_token_to_piece(self.llm._model.vocab, token, buffer, size, 0, True)
+            written = llama_cpp.llama_token_to_piece(self.llm._model.vocab, token, buffer, size, 0, special)
             if written >= 0:
                 return buffer.raw[:written]
             size = -written
 
-    def detokenize(self, tokens: Sequence[int]) -> str:
-        """Concatenated token pieces, as llama.cpp server's /detokenize returns them."""
-        self._check_ids(tokens)
-        return b"".join(self.piece(token) for token in tokens).decode("utf-8", errors="replace")
+    def pieces(self, tokens: Sequence[int], *, limit_bytes: int) -> list[bytes]:
+        """The pieces of ``tokens`` (ids checked), refused with TooLarge once they pass ``limit_bytes``."""
+        self.check_ids(tokens)
+        out: list[bytes] = []
+        total = 0
+        for index, token in enumerate(tokens):
+            data = self.piece(token)
+            total += len(data)
+            if total > limit_bytes:
+                raise TooLarge(
+                    f"the text of these tokens passes {limit_bytes:,} bytes at token {index}, over what one "
+                    f"answer may hold; send at most {index} tokens per request",
+                    param="tokens",
+                )
+            out.append(data)
+        return out
 
-    def _check_ids(self, tokens: Sequence[int]) -> None:
+    def check_ids(self, tokens: Sequence[int]) -> None:
         # An out-of-range id would make llama.cpp read outside its vocabulary.
         bad = next((t for t in tokens if not 0 <= t < self.n_vocab), None)
         if bad is not None:
-            raise ApiError(
-                400,
-                f"tokens: {bad} is not a token id of this model (0 to {self.n_vocab - 1})",
-                param="tokens",
-                code="invalid_value",
+            raise InvalidRequest(
+                f"tokens: {bad} is not a token id of this model (0 to {self.n_vocab - 1})", param="tokens"
             )
-
-
-@dataclass(frozen=True)
-class ChatPrompt:
-    """A conversation rendered by the chat template, ready to generate from."""
-
-    text: str
-    tokens: list[int]
-    stop: tuple[str, ...]
-    criterion: StoppingCriteria | None
 
 
 def _chat_template(llm: Llama) -> Jinja2ChatFormatter | None:

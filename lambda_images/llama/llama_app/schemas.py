@@ -2,7 +2,8 @@
 
 Requests are strict (JSON types must match: ``"1"`` is not a number) and
 refuse unknown fields, so a misspelt parameter is a 400 naming it instead of a
-silently ignored setting. Sampling defaults are llama.cpp's (temperature 0.8,
+silently ignored setting. Every string has a length bound (which also refuses
+lone UTF-16 surrogates). Sampling defaults are llama.cpp's (temperature 0.8,
 top_p 0.95, top_k 40, min_p 0.05, repeat_penalty 1.0).
 """
 
@@ -12,13 +13,20 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from lambda_common.lifecycle import StartKind
+
 FinishReason = Literal["stop", "length", "deadline"]
 """Why generation ended: a stop condition (end of turn, a stop string), the token
 budget or the context window, or the invocation's deadline."""
 
 OpenAIFinishReason = Literal["stop", "length"]
 
+MAX_TEXT_CHARS = 6 * 1024 * 1024
+"""A hard ceiling on one text field; the body size limit and the context window come first."""
+
 StopString = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+Text = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
+Name = Annotated[str, StringConstraints(max_length=256)]
 
 
 class _Request(BaseModel):
@@ -55,13 +63,13 @@ class Sampling(_Request):
 
 class TextPart(_Request):
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ChatMessage(_Request):
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
-    name: str | None = None
+    content: Text | list[TextPart]
+    name: Name | None = None
 
     def text(self) -> str:
         if isinstance(self.content, str):
@@ -77,10 +85,14 @@ class DirectRequest(Sampling):
     model's own chat template), not both.
     """
 
-    prompt: str | None = Field(default=None, min_length=1)
+    prompt: Text | None = Field(default=None, min_length=1)
     messages: list[ChatMessage] | None = Field(default=None, min_length=1)
     n_generate: int | None = Field(default=None, alias="n-generate", ge=1, description="Tokens to generate.")
-    model: str | None = None
+    model: Name | None = None
+    stream: bool = Field(
+        default=False,
+        description="Stream server-sent events as tokens are generated (as llama.cpp server's /completion).",
+    )
 
     @model_validator(mode="after")
     def _one_input(self) -> DirectRequest:
@@ -99,19 +111,19 @@ class StreamOptions(_Request):
 
 
 class _OpenAIRequest(Sampling):
-    model: str | None = None
+    model: Name | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(default=1, ge=1, le=1, description="Only one choice per request.")
-    user: str | None = Field(default=None, description="Accepted for compatibility; not used.")
+    user: Name | None = Field(default=None, description="Accepted for compatibility; not used.")
 
 
 class CompletionRequest(_OpenAIRequest):
     """POST /v1/completions (OpenAI legacy completions)."""
 
     prompt: (
-        Annotated[str, StringConstraints(min_length=1)]
-        | list[Annotated[str, StringConstraints(min_length=1)]]
+        Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS)]
+        | list[Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS)]]
     )
 
     @model_validator(mode="after")
@@ -145,7 +157,7 @@ class ChatCompletionRequest(_OpenAIRequest):
 class TokenizeRequest(_Request):
     """POST /tokenize (llama.cpp server)."""
 
-    content: str
+    content: Text
     add_special: bool = False
     parse_special: bool = True
     with_pieces: bool = False
@@ -175,8 +187,18 @@ class Timings(BaseModel):
     over that span (null with fewer than two tokens).
     """
 
-    cold_start: bool = Field(description="This invocation ran in a fresh environment that loaded the model.")
+    cold_start: bool = Field(
+        description="This invocation was the first of its environment (a cold start or a SnapStart restore)."
+    )
+    start: StartKind = Field(
+        description="cold: the environment ran the init (imports, model load) for this request; restored: it "
+        "was restored from a SnapStart snapshot; warm: an earlier request paid for it."
+    )
     init_ms: float | None = Field(description="Init time (imports + model load) on a cold start, else null.")
+    restore_ms: float | None = Field(
+        default=None,
+        description="Time of the after-restore hooks on the first request after a restore, else null.",
+    )
     prompt_n: int
     prompt_ms: float
     prompt_per_second: float | None
@@ -263,18 +285,6 @@ class ChatCompletionChunk(BaseModel):
     timings: Timings | None = None
 
 
-class ModelCard(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str
-
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelCard]
-
-
 class TokenPiece(BaseModel):
     id: int
     piece: str | list[int] = Field(
@@ -293,3 +303,19 @@ class DetokenizeResponse(BaseModel):
 class HealthResponse(BaseModel):
     status: Literal["ok"] = "ok"
     model: str
+
+
+class DirectStreamEvent(BaseModel):
+    """One server-sent event of ``POST /`` (and a direct invoke) with ``stream: true``.
+
+    As llama.cpp server's ``/completion`` streams them: ``content`` is the next
+    piece of text, ``stop`` is true on the last event, which carries the finish
+    reason, the usage and the timings.
+    """
+
+    content: str
+    stop: bool
+    model: str | None = None
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+    timings: Timings | None = None

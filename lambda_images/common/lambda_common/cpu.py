@@ -11,8 +11,7 @@ from __future__ import annotations
 import math
 import os
 
-MB_PER_VCPU = 1769
-"""Memory that buys one vCPU of CPU time on Lambda (AWS Lambda developer guide)."""
+from lambda_common.limits import MB_PER_VCPU
 
 
 def visible_cpus() -> int:
