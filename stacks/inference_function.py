@@ -10,17 +10,20 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from aws_cdk import Duration, RemovalPolicy, Size
+from aws_cdk import Annotations, Duration, RemovalPolicy, Size
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from stacks.config import FunctionConfig, LogLevel
+from stacks.config import FunctionConfig, LambdaLogLevel, LogLevel, UrlInvokeMode
 from stacks.image_asset import image_code
 
 ALIAS_NAME = "live"
-"""The alias that carries provisioned concurrency (and then serves the URL)."""
+"""The alias of the published version (SnapStart or provisioned concurrency); it then serves the URL."""
+
+URL_INVOKE_MODE_VARIABLE = "FUNCTION_URL_INVOKE_MODE"
+"""Tells the handler's runtime how its Function URL frames answers (RESPONSE_STREAM or BUFFERED)."""
 
 CORS_ALLOWED_METHODS = (lambda_.HttpMethod.GET, lambda_.HttpMethod.POST)
 CORS_ALLOWED_HEADERS = (
@@ -34,6 +37,17 @@ CORS_ALLOWED_HEADERS = (
 CORS_MAX_AGE = Duration.minutes(5)
 
 _ARCHITECTURES = {"x86_64": lambda_.Architecture.X86_64, "arm64": lambda_.Architecture.ARM_64}
+_INVOKE_MODES: dict[UrlInvokeMode, lambda_.InvokeMode] = {
+    "RESPONSE_STREAM": lambda_.InvokeMode.RESPONSE_STREAM,
+    "BUFFERED": lambda_.InvokeMode.BUFFERED,
+}
+_APPLICATION_LOG_LEVELS: dict[LambdaLogLevel, lambda_.ApplicationLogLevel] = {
+    "DEBUG": lambda_.ApplicationLogLevel.DEBUG,
+    "INFO": lambda_.ApplicationLogLevel.INFO,
+    "WARN": lambda_.ApplicationLogLevel.WARN,
+    "ERROR": lambda_.ApplicationLogLevel.ERROR,
+    "FATAL": lambda_.ApplicationLogLevel.FATAL,
+}
 _RETENTION = {
     1: logs.RetentionDays.ONE_DAY,
     3: logs.RetentionDays.THREE_DAYS,
@@ -65,9 +79,9 @@ class InferenceFunction(Construct):
     """A Lambda function from a Docker image asset under ``lambda_images/<folder>/``.
 
     Exposes ``function``, ``role``, ``log_group``, ``url`` and ``invoke_target``
-    (the alias when provisioned concurrency is on, else the function: what
-    callers should invoke). The role may only write to ``log_group``; the
-    stack grants anything else.
+    (the ``live`` alias of a published version when SnapStart or provisioned
+    concurrency is on, else the function: what callers should invoke). The
+    role may only write to ``log_group``; the stack grants anything else.
     """
 
     def __init__(
@@ -78,12 +92,15 @@ class InferenceFunction(Construct):
         folder: str,
         description: str,
         settings: FunctionConfig,
+        reserved_concurrency: int | None,
+        url_invoke_mode: UrlInvokeMode,
         build_args: Mapping[str, str],
         model_local_path: str | None,
         images_dir: Path,
         hf_token_file: Path | None,
         service_name: str,
         log_level: LogLevel,
+        lambda_log_level: LambdaLogLevel,
         log_retention_days: int,
         url_auth_type: lambda_.FunctionUrlAuthType,
         cors_allowed_origins: Sequence[str],
@@ -116,7 +133,10 @@ class InferenceFunction(Construct):
 
         environment = {
             "POWERTOOLS_SERVICE_NAME": service_name,
+            # Lambda filters by the application log level below; powertools reads that one
+            # (AWS_LAMBDA_LOG_LEVEL) first and this one where Lambda sets none (make local).
             "POWERTOOLS_LOG_LEVEL": log_level,
+            URL_INVOKE_MODE_VARIABLE: url_invoke_mode,
         }
         if settings.threads is not None:
             environment["N_THREADS"] = str(settings.threads)
@@ -137,24 +157,34 @@ class InferenceFunction(Construct):
             memory_size=settings.memory_mb,
             timeout=Duration.seconds(settings.timeout_s),
             ephemeral_storage_size=Size.mebibytes(settings.ephemeral_storage_mb),
-            reserved_concurrent_executions=settings.reserved_concurrency,
+            reserved_concurrent_executions=reserved_concurrency,
             role=self.role,
             log_group=self.log_group,
             logging_format=lambda_.LoggingFormat.JSON,
+            # Without it Lambda filters JSON logs at INFO, whatever log_level says.
+            application_log_level_v2=_APPLICATION_LOG_LEVELS[lambda_log_level],
+            snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if settings.snap_start else None,
             environment=environment,
         )
 
         self.alias: lambda_.Alias | None = None
         self.invoke_target: lambda_.IFunction = self.function
-        if settings.provisioned_concurrency > 0:
+        if settings.publishes_version:
+            # SnapStart snapshots published versions only, and provisioned concurrency keeps
+            # published versions warm: either way callers must invoke the version, via the alias.
             self.alias = lambda_.Alias(
                 self,
                 "Alias",
                 alias_name=ALIAS_NAME,
                 version=self.function.current_version,
-                provisioned_concurrent_executions=settings.provisioned_concurrency,
+                provisioned_concurrent_executions=settings.provisioned_concurrency or None,
             )
             self.invoke_target = self.alias
+            if settings.snap_start:
+                Annotations.of(self.function).acknowledge_warning(
+                    "@aws-cdk/aws-lambda:snapStartRequirePublish",
+                    "the 'live' alias publishes current_version, which SnapStart snapshots",
+                )
 
         cors = (
             lambda_.FunctionUrlCorsOptions(
@@ -168,6 +198,6 @@ class InferenceFunction(Construct):
         )
         self.url = self.invoke_target.add_function_url(
             auth_type=url_auth_type,
-            invoke_mode=lambda_.InvokeMode.BUFFERED,
+            invoke_mode=_INVOKE_MODES[url_invoke_mode],
             cors=cors,
         )

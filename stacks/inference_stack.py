@@ -6,14 +6,30 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import Acknowledgment, CfnOutput, Fn, RemovalPolicy, Stack, Validations
+from aws_cdk import (
+    Acknowledgment,
+    Aws,
+    CfnOutput,
+    CfnRule,
+    CfnRuleAssertion,
+    Fn,
+    RemovalPolicy,
+    Stack,
+    Validations,
+)
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from stacks.config import AppConfig, FunctionConfig
+from stacks.config import AppConfig, FunctionConfig, UrlInvokeMode
 from stacks.inference_function import InferenceFunction
+from stacks.regions import (
+    FUNCTION_URL_UNSUPPORTED_REGIONS,
+    SNAPSTART_UNSUPPORTED_REGIONS,
+    function_url_refusal,
+    snapstart_refusal,
+)
 
 API_KEY_LENGTH = 48
 
@@ -24,7 +40,11 @@ class InferenceStack(Stack):
     In API-key mode the URLs have auth type NONE and both handlers demand
     ``Authorization: Bearer <key>``; the key is generated in Secrets Manager,
     each function gets only the secret's ARN and the right to read that one
-    secret.
+    secret, and each is capped by a reserved concurrency (see
+    ``AppConfig.reserved_concurrency``).
+
+    The stack is environment-agnostic, so the regions that lack a part of it
+    are refused by CloudFormation rules, before anything is created.
     """
 
     def __init__(
@@ -38,6 +58,7 @@ class InferenceStack(Stack):
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.images_dir = images_dir
+        self._refuse_regions(config)
 
         api_key_mode = config.function_url_auth == "API_KEY"
         self.llama = self._function(
@@ -46,6 +67,7 @@ class InferenceStack(Stack):
             folder="llama",
             description=f"llama.cpp text generation with {config.llama_model.source}",
             settings=config.llama,
+            url_invoke_mode=config.llama.url_invoke_mode,
             build_args=config.llama_model.build_args(),
             model_local_path=config.llama_model.local_path,
         )
@@ -57,6 +79,7 @@ class InferenceStack(Stack):
                 f"Text embeddings with {config.embeddings_model.source} ({config.embeddings_model.backend})"
             ),
             settings=config.embeddings,
+            url_invoke_mode="BUFFERED",  # one JSON answer per request: nothing to stream
             build_args=config.embeddings_model.build_args(),
             model_local_path=config.embeddings_model.local_path,
         )
@@ -108,7 +131,7 @@ class InferenceStack(Stack):
                 value=part.invoke_target.function_arn,
                 description=(
                     f"{name} ARN to pass to `aws lambda invoke --function-name` "
-                    "(the 'live' alias when provisioned concurrency is on)"
+                    "(the 'live' alias when SnapStart or provisioned concurrency is on)"
                 ),
             )
             CfnOutput(self, f"{name}FunctionUrl", value=part.url.url, description=f"{name} Function URL")
@@ -136,6 +159,43 @@ class InferenceStack(Stack):
                 description="Prints the API key (the key itself is never an output)",
             )
 
+    def _refuse_regions(self, config: AppConfig) -> None:
+        """Rules that fail a deploy to a region without Function URLs (or SnapStart, when on).
+
+        CloudFormation checks rules before it creates anything, and shows the assertion's
+        description, which says what to do.
+        """
+        CfnRule(
+            self,
+            "FunctionUrlRegion",
+            assertions=[
+                CfnRuleAssertion(
+                    assert_=Fn.condition_not(
+                        Fn.condition_contains(list(FUNCTION_URL_UNSUPPORTED_REGIONS), Aws.REGION)
+                    ),
+                    assert_description=function_url_refusal(),
+                )
+            ],
+        )
+        snap_start_keys = [
+            settings.key("snap_start")
+            for settings in (config.llama, config.embeddings)
+            if settings.snap_start
+        ]
+        if snap_start_keys:
+            CfnRule(
+                self,
+                "SnapStartRegion",
+                assertions=[
+                    CfnRuleAssertion(
+                        assert_=Fn.condition_not(
+                            Fn.condition_contains(list(SNAPSTART_UNSUPPORTED_REGIONS), Aws.REGION)
+                        ),
+                        assert_description=snapstart_refusal(snap_start_keys),
+                    )
+                ],
+            )
+
     def _function(
         self,
         construct_id: str,
@@ -144,6 +204,7 @@ class InferenceStack(Stack):
         folder: str,
         description: str,
         settings: FunctionConfig,
+        url_invoke_mode: UrlInvokeMode,
         build_args: Mapping[str, str],
         model_local_path: str | None,
     ) -> InferenceFunction:
@@ -154,12 +215,15 @@ class InferenceStack(Stack):
             folder=folder,
             description=description,
             settings=settings,
+            reserved_concurrency=config.reserved_concurrency(settings),
+            url_invoke_mode=url_invoke_mode,
             build_args=build_args,
             model_local_path=model_local_path,
             images_dir=self.images_dir,
             hf_token_file=config.hf_token_file,
             service_name=folder,
             log_level=config.log_level,
+            lambda_log_level=config.lambda_log_level,
             log_retention_days=config.log_retention_days,
             url_auth_type=(
                 lambda_.FunctionUrlAuthType.NONE

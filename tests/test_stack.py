@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aws_cdk.assertions import Template
+from aws_cdk.assertions import Match, Template
 
 from app import IMAGES_DIR, build_app, cdk_json_context
 from stacks.config import LOG_RETENTION_DAYS, ConfigError
 from stacks.inference_function import _RETENTION
+from stacks.regions import FUNCTION_URL_UNSUPPORTED_REGIONS, SNAPSTART_UNSUPPORTED_REGIONS
 
 Synth = Callable[..., tuple[Template, dict[str, Any]]]
 
@@ -133,7 +134,7 @@ def docker_asset(assets: dict[str, Any], folder: str) -> tuple[str, dict[str, An
 
 @pytest.mark.parametrize(
     ("service", "memory", "timeout"),
-    [("llama", 8192, 300), ("embeddings", 2048, 60)],
+    [("llama", 8192, 300), ("embeddings", 8192, 60)],
 )
 def test_both_functions_are_container_images_with_the_configured_size(
     template: Template, service: str, memory: int, timeout: int
@@ -164,20 +165,40 @@ def test_exactly_the_expected_resources(template: Template) -> None:
     template.resource_count_is("AWS::Lambda::Permission", 0)
 
 
-@pytest.mark.parametrize("service", ["llama", "embeddings"])
-def test_url_is_iam_authenticated_and_buffered(template: Template, service: str) -> None:
-    function_id, _ = functions(template)[service]
+@pytest.mark.parametrize(("service", "mode"), [("llama", "RESPONSE_STREAM"), ("embeddings", "BUFFERED")])
+def test_url_is_iam_authenticated_and_streams_only_the_generator(
+    template: Template, service: str, mode: str
+) -> None:
+    function_id, props = functions(template)[service]
     url = url_of(template, function_id)
     assert url["AuthType"] == "AWS_IAM"
-    assert url["InvokeMode"] == "BUFFERED"
+    assert url["InvokeMode"] == mode
     assert "Qualifier" not in url
     assert "Cors" not in url  # no origins configured: browsers on other origins get no CORS grant
+    # And the function's runtime is told how its URL frames answers
+    assert props["Environment"]["Variables"]["FUNCTION_URL_INVOKE_MODE"] == mode
+
+
+def test_generator_url_streams_by_default(template: Template) -> None:
+    template.resource_properties_count_is("AWS::Lambda::Url", {"InvokeMode": "RESPONSE_STREAM"}, 1)
+    template.has_resource_properties(
+        "AWS::Lambda::Function",
+        {
+            "Environment": {
+                "Variables": Match.object_like(
+                    {"POWERTOOLS_SERVICE_NAME": "llama", "FUNCTION_URL_INVOKE_MODE": "RESPONSE_STREAM"}
+                )
+            }
+        },
+    )
 
 
 @pytest.mark.parametrize("service", ["llama", "embeddings"])
 def test_logs_go_to_an_own_log_group_as_json_with_retention(template: Template, service: str) -> None:
     _, props = functions(template)[service]
     assert props["LoggingConfig"]["LogFormat"] == "JSON"
+    # Lambda filters JSON logs at the application log level: log_level's, not Lambda's INFO default
+    assert props["LoggingConfig"]["ApplicationLogLevel"] == "INFO"
     group_id = ref_id(props["LoggingConfig"]["LogGroup"])
     group = template.to_json()["Resources"][group_id]
     assert group["Type"] == "AWS::Logs::LogGroup"
@@ -223,7 +244,9 @@ def test_environment_holds_only_the_contracted_variables(template: Template, ser
     assert props["Environment"]["Variables"] == {
         "POWERTOOLS_SERVICE_NAME": service,
         "POWERTOOLS_LOG_LEVEL": "INFO",
+        "FUNCTION_URL_INVOKE_MODE": {"llama": "RESPONSE_STREAM", "embeddings": "BUFFERED"}[service],
     }
+    assert "SnapStart" not in props  # off by default: its cache is billed while a version is active
 
 
 def test_outputs_name_arn_and_url_of_each_function(template: Template) -> None:
@@ -403,6 +426,8 @@ def test_reserved_concurrency_threads_cors_retention_and_log_level(variant_templ
     assert llama["Environment"]["Variables"]["N_THREADS"] == "4"
     assert "N_THREADS" not in embeddings["Environment"]["Variables"]
     assert llama["Environment"]["Variables"]["POWERTOOLS_LOG_LEVEL"] == "DEBUG"
+    assert llama["LoggingConfig"]["ApplicationLogLevel"] == embeddings["LoggingConfig"]["ApplicationLogLevel"]
+    assert llama["LoggingConfig"]["ApplicationLogLevel"] == "DEBUG"
     for function_id, _ in fns.values():
         cors = url_of(template, function_id)["Cors"]
         assert cors["AllowOrigins"] == ["https://app.example.com", "http://localhost:3000"]
@@ -421,3 +446,167 @@ def test_every_offered_retention_maps_to_a_cdk_retention() -> None:
 def test_bad_configuration_fails_before_anything_is_built() -> None:
     with pytest.raises(ConfigError, match=r"llama_memory_mb = 100: must be an integer from 128 to 10240"):
         build_app({**cdk_json_context(), "llama_memory_mb": 100})
+
+
+# --- SnapStart, the API-key concurrency cap, log levels and region rules ----------------------
+
+SNAPSTART = {
+    "llama_snap_start": "true",
+    "embeddings_snap_start": "true",
+    "llama_url_invoke_mode": "BUFFERED",
+    "log_level": "WARNING",
+    "function_url_auth": "API_KEY",
+    "public_url_reserved_concurrency": "null",
+}
+
+
+@pytest.fixture(scope="module")
+def snapstart_template(synth: Synth) -> Template:
+    """SnapStart on both, a buffered generator URL, WARNING logs, API-key URLs with no concurrency cap."""
+    return synth(SNAPSTART)[0]
+
+
+@pytest.fixture(scope="module")
+def api_key_template(synth: Synth) -> Template:
+    """API-key URLs with the default cap, and an explicit reserved concurrency for the embeddings."""
+    return synth({"function_url_auth": "API_KEY", "embeddings_reserved_concurrency": "2"})[0]
+
+
+@pytest.mark.parametrize(("name", "service"), [("Llama", "llama"), ("Embeddings", "embeddings")])
+def test_snap_start_publishes_a_version_whose_alias_serves_the_url_and_the_arn_output(
+    snapstart_template: Template, name: str, service: str
+) -> None:
+    template = snapstart_template
+    function_id, props = functions(template)[service]
+    # Then the function snapshots its published versions
+    assert props["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+    # And one version is published, behind the 'live' alias (no provisioned concurrency)
+    versions = template.find_resources(
+        "AWS::Lambda::Version", {"Properties": {"FunctionName": {"Ref": function_id}}}
+    )
+    (version_id,) = versions
+    aliases = template.find_resources(
+        "AWS::Lambda::Alias",
+        {
+            "Properties": {
+                "FunctionName": {"Ref": function_id},
+                "Name": "live",
+                "FunctionVersion": {"Fn::GetAtt": [version_id, "Version"]},
+            }
+        },
+    )
+    (alias_id,) = aliases
+    assert "ProvisionedConcurrencyConfig" not in aliases[alias_id]["Properties"]
+    # And the URL and the ARN output point at the alias, the only way to reach the snapshot
+    url = url_of(template, function_id)
+    assert url["Qualifier"] == "live"
+    outputs = template.to_json()["Outputs"]
+    assert outputs[f"{name}FunctionArn"]["Value"] == {"Ref": alias_id}
+    url_ids = [
+        logical_id
+        for logical_id, resource in template.find_resources("AWS::Lambda::Url").items()
+        if resource["Properties"] == url
+    ]
+    assert outputs[f"{name}FunctionUrl"]["Value"] == {"Fn::GetAtt": [*url_ids, "FunctionUrl"]}
+    # And in API-key mode anyone may invoke the alias through its URL, nothing more
+    template.has_resource_properties(
+        "AWS::Lambda::Permission",
+        {
+            "Action": "lambda:InvokeFunctionUrl",
+            "FunctionName": {"Ref": alias_id},
+            "Principal": "*",
+            "FunctionUrlAuthType": "NONE",
+        },
+    )
+
+
+def test_snap_start_off_publishes_nothing(template: Template) -> None:
+    template.resource_count_is("AWS::Lambda::Version", 0)
+    template.resource_count_is("AWS::Lambda::Alias", 0)
+    assert not template.find_resources(
+        "AWS::Lambda::Function", {"Properties": {"SnapStart": Match.any_value()}}
+    )
+
+
+def test_generator_url_can_be_buffered(snapstart_template: Template) -> None:
+    function_id, props = functions(snapstart_template)["llama"]
+    assert url_of(snapstart_template, function_id)["InvokeMode"] == "BUFFERED"
+    assert props["Environment"]["Variables"]["FUNCTION_URL_INVOKE_MODE"] == "BUFFERED"
+    snapstart_template.resource_properties_count_is("AWS::Lambda::Url", {"InvokeMode": "RESPONSE_STREAM"}, 0)
+
+
+def test_log_level_uses_lambdas_names_and_keeps_powertools_in_step(snapstart_template: Template) -> None:
+    # Given log_level=WARNING: Lambda calls that level WARN
+    for _, props in functions(snapstart_template).values():
+        assert props["LoggingConfig"] == {
+            "ApplicationLogLevel": "WARN",
+            "LogFormat": "JSON",
+            "LogGroup": props["LoggingConfig"]["LogGroup"],
+        }
+        assert props["Environment"]["Variables"]["POWERTOOLS_LOG_LEVEL"] == "WARNING"
+
+
+def test_api_key_mode_caps_each_function_unless_it_has_its_own_reserved_concurrency(
+    api_key_template: Template,
+) -> None:
+    fns = functions(api_key_template)
+    assert fns["llama"][1]["ReservedConcurrentExecutions"] == 10  # public_url_reserved_concurrency
+    assert fns["embeddings"][1]["ReservedConcurrentExecutions"] == 2  # its own value wins
+
+
+def test_api_key_mode_cap_can_be_turned_off(snapstart_template: Template) -> None:
+    for _, props in functions(snapstart_template).values():
+        assert "ReservedConcurrentExecutions" not in props
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"llama_snap_start": "true", "llama_provisioned_concurrency": "1"},
+            r"llama_snap_start = 'true': Lambda SnapStart does not support provisioned concurrency "
+            r"\(llama_provisioned_concurrency is 1",
+        ),
+        (
+            {"embeddings_snap_start": "true", "embeddings_ephemeral_storage_mb": "1024"},
+            r"embeddings_snap_start = 'true': Lambda SnapStart does not support ephemeral storage above "
+            r"512 MB \(embeddings_ephemeral_storage_mb is 1024",
+        ),
+    ],
+)
+def test_snap_start_with_what_it_does_not_support_fails_synth(
+    overrides: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_app({**cdk_json_context(), **overrides})
+
+
+def rules_refusing(template: Template, regions: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The rules whose one assertion is: the deploy region is none of ``regions``."""
+    return [
+        rule
+        for rule in template.to_json().get("Rules", {}).values()
+        if [assertion["Assert"] for assertion in rule["Assertions"]]
+        == [{"Fn::Not": [{"Fn::Contains": [list(regions), {"Ref": "AWS::Region"}]}]}]
+    ]
+
+
+def test_a_rule_refuses_regions_without_function_urls_before_anything_is_created(template: Template) -> None:
+    # Given the environment-agnostic template, then a rule checks the deploy region
+    (rule,) = rules_refusing(template, FUNCTION_URL_UNSUPPORTED_REGIONS)
+    assert "RuleCondition" not in rule  # always applies
+    # And its message says why and what to do
+    description = rule["Assertions"][0]["AssertDescription"]
+    assert description.startswith("Lambda Function URLs do not exist in this region")
+    assert "AWS_REGION or --region" in description
+    assert "eu-central-2" in description
+    # And without SnapStart there is no SnapStart rule
+    assert rules_refusing(template, SNAPSTART_UNSUPPORTED_REGIONS) == []
+
+
+def test_a_rule_refuses_regions_without_snap_start_when_it_is_on(snapstart_template: Template) -> None:
+    (rule,) = rules_refusing(snapstart_template, SNAPSTART_UNSUPPORTED_REGIONS)
+    description = rule["Assertions"][0]["AssertDescription"]
+    assert description.startswith("Lambda SnapStart does not exist in this region")
+    assert "Set llama_snap_start=false and embeddings_snap_start=false" in description
+    assert len(rules_refusing(snapstart_template, FUNCTION_URL_UNSUPPORTED_REGIONS)) == 1
