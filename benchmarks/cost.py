@@ -345,6 +345,10 @@ def functions_text(costs: list[FunctionCost], book: PriceBook, *, region: str, o
             f"per restore: each new environment restored from the snapshot pays GB x "
             f"${plain(snap.rate.restore_gb)}/GB, and its Billed Restore Duration as duration."
         )
+        notes.append(
+            "The SnapStart columns are what SnapStart adds where it is on, and would add where it is off "
+            "(SnapStart setting: cdk.json's <function>_snap_start, when the configuration has it)."
+        )
     notes += sorted({f"SnapStart not priced: {c.snapstart_missing}" for c in costs if c.snapstart_missing})
     notes.append(
         "Another memory size: python -m benchmarks.cost snapstart --memory-mb 4096 (--help for more); "
@@ -352,7 +356,16 @@ def functions_text(costs: list[FunctionCost], book: PriceBook, *, region: str, o
     )
     lines.append("")
     for note in notes:
-        lines.append(textwrap.fill(note, width=100, initial_indent="  ", subsequent_indent="    "))
+        lines.append(
+            textwrap.fill(
+                note,
+                width=100,
+                initial_indent="  ",
+                subsequent_indent="    ",
+                break_on_hyphens=False,
+                break_long_words=False,
+            )
+        )
     return "\n".join(lines)
 
 
