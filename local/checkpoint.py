@@ -16,8 +16,11 @@ What a restored copy sees (docs/snapstart-local.md has the measurements):
 - ``tcp="established"``: the connection is restored as it was and the Runtime
   API stand-in answers the held GET on it. Only one copy of an image can hold
   that connection: a second restore fails (``Can't connect inet socket back:
-  Cannot assign requested address``). CRIU blocks the connection with an
-  nftables table from the dump until that restore.
+  Cannot assign requested address``) while the first runs; once the first
+  has ended, a second copy restores but its GET is reset by the peer
+  (``ConnectionResetError``) after a retransmission delay. CRIU blocks the
+  connection with an nftables table from the dump until a restore (or
+  :func:`remove_image`) lifts it.
 - Its stdout and stderr, if they were pipes, are new pipes that this process
   reads (or any file given to :func:`restore`); files it had open are reopened
   by path and must still have the size they had at the dump.
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import functools
 import importlib.util
 import json
@@ -224,6 +228,35 @@ def _errors(log: Path, stderr: str = "") -> str:
     return "; ".join(lines[-8:]) or f"(no error lines; see {log})"
 
 
+def _nft(command: str) -> str:
+    """Run one nftables command through libnftables (installed with CRIU's build dependencies)."""
+    lib = ctypes.CDLL("libnftables.so.1")
+    lib.nft_ctx_new.restype = ctypes.c_void_p
+    lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
+    for name in ("nft_ctx_buffer_output", "nft_ctx_buffer_error", "nft_ctx_free"):
+        getattr(lib, name).argtypes = [ctypes.c_void_p]
+    for name in ("nft_ctx_get_output_buffer", "nft_ctx_get_error_buffer"):
+        getattr(lib, name).argtypes = [ctypes.c_void_p]
+        getattr(lib, name).restype = ctypes.c_char_p
+    lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    context = lib.nft_ctx_new(0)
+    try:
+        lib.nft_ctx_buffer_output(context)
+        lib.nft_ctx_buffer_error(context)
+        if lib.nft_run_cmd_from_buffer(context, command.encode()) != 0:
+            raise OSError(f"nft {command}: {(lib.nft_ctx_get_error_buffer(context) or b'').decode().strip()}")
+        return (lib.nft_ctx_get_output_buffer(context) or b"").decode()
+    finally:
+        lib.nft_ctx_free(context)
+
+
+def _criu_tables() -> set[str]:
+    """The nftables tables CRIU made to lock the connections of a ``tcp="established"`` dump."""
+    return {
+        line.removeprefix("table ").strip() for line in _nft("list tables").splitlines() if "CRIU-" in line
+    }
+
+
 def checkpoint(pid: int, image_dir: Path, *, tcp: TcpMode) -> CheckpointInfo:
     """Dump process ``pid`` (started by :func:`spawn`) into ``image_dir`` and kill it."""
     if tcp not in ("close", "established"):
@@ -238,12 +271,16 @@ def checkpoint(pid: int, image_dir: Path, *, tcp: TcpMode) -> CheckpointInfo:
     command = [str(criu_binary()), "dump", "--tree", str(pid), "--images-dir", str(image_dir)]
     command += ["--log-file", "dump.log"]
     command += ["--tcp-close"] if tcp == "close" else ["--tcp-established", "--network-lock", "nftables"]
+    tables = _criu_tables() if tcp == "established" else set()
     started = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     dump_s = time.perf_counter() - started
     if result.returncode != 0:
         raise CheckpointError(f"criu dump of {pid} failed: {_errors(image_dir / 'dump.log', result.stderr)}")
-    (image_dir / METADATA).write_text(json.dumps({"criu": CRIU_VERSION, "tcp": tcp, "stdio": stdio}))
+    # The lock stays until a restore lifts it; remove_image() lifts it when none did.
+    lock = sorted(_criu_tables() - tables) if tcp == "established" else []
+    metadata = {"criu": CRIU_VERSION, "tcp": tcp, "stdio": stdio, "network_lock": lock}
+    (image_dir / METADATA).write_text(json.dumps(metadata))
     files = [path for path in image_dir.iterdir() if path.suffix == ".img"]
     return CheckpointInfo(
         image_dir=image_dir,
@@ -315,6 +352,7 @@ class RestoredProcess:
 class _Metadata:
     tcp: TcpMode
     stdio: dict[str, str]
+    network_lock: list[str]
 
 
 def _metadata(image_dir: Path) -> _Metadata:
@@ -325,7 +363,11 @@ def _metadata(image_dir: Path) -> _Metadata:
     tcp = data.get("tcp")
     if data.get("criu") != CRIU_VERSION or tcp not in ("close", "established"):
         raise ValueError(f"{path} is not an image of CRIU {CRIU_VERSION} with a known TCP mode: {data}")
-    return _Metadata(tcp="close" if tcp == "close" else "established", stdio=dict(data["stdio"]))
+    return _Metadata(
+        tcp="close" if tcp == "close" else "established",
+        stdio=dict(data["stdio"]),
+        network_lock=list(data["network_lock"]),
+    )
 
 
 def restore(
@@ -389,9 +431,16 @@ def restore(
 
 
 def remove_image(image_dir: Path) -> None:
-    """Delete an image made by :func:`checkpoint` (refuses any other directory)."""
+    """Delete an image made by :func:`checkpoint` (refuses any other directory).
+
+    For a ``tcp="established"`` image that was never restored, this also lifts
+    CRIU's network lock (an nftables table dropping that connection's packets).
+    """
     image_dir = Path(image_dir).resolve()
-    _metadata(image_dir)
+    meta = _metadata(image_dir)
+    if meta.network_lock:
+        for table in set(meta.network_lock) & _criu_tables():
+            _nft(f"delete table {table}")
     shutil.rmtree(image_dir)
 
 

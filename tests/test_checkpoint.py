@@ -145,6 +145,25 @@ def test_established_connection_gets_the_held_answer_but_only_one_copy_can_hold_
     assert "Can't connect inet socket back: Cannot assign requested address" in str(second.value)
 
 
+@pytest.mark.slow
+def test_removing_an_established_image_never_restored_lifts_its_network_lock(
+    criu: None, stand_in: RestoreNextStandIn, tmp_path: Path
+) -> None:
+    # Given a probe checkpointed with its connection kept: CRIU locked it with an nftables table
+    probe, _ = start_probe(stand_in, use_mmap=True)
+    try:
+        info = checkpoint.checkpoint(probe.pid, tmp_path / "image", tcp="established")
+    finally:
+        probe.kill()
+    [lock] = json.loads((info.image_dir / checkpoint.METADATA).read_text())["network_lock"]
+    assert lock in checkpoint._criu_tables()
+    # When the image is removed without any restore
+    checkpoint.remove_image(info.image_dir)
+    # Then the lock is gone with it
+    assert lock not in checkpoint._criu_tables()
+    assert not info.image_dir.exists()
+
+
 RIC_HANDLER = """
 from snapshot_restore_py import register_after_restore, register_before_snapshot
 
