@@ -164,6 +164,10 @@ class InferenceFunction(Construct):
             # Without it Lambda filters JSON logs at INFO, whatever log_level says.
             application_log_level_v2=_APPLICATION_LOG_LEVELS[lambda_log_level],
             snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if settings.snap_start else None,
+            # A deploy that changes the function publishes a new version and moves the alias;
+            # the old one is deleted rather than kept (CDK's default), so no stale SnapStart
+            # snapshot keeps billing its cache charge.
+            current_version_options=lambda_.VersionOptions(removal_policy=RemovalPolicy.DESTROY),
             environment=environment,
         )
 

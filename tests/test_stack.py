@@ -485,6 +485,8 @@ def test_snap_start_publishes_a_version_whose_alias_serves_the_url_and_the_arn_o
         "AWS::Lambda::Version", {"Properties": {"FunctionName": {"Ref": function_id}}}
     )
     (version_id,) = versions
+    # And a later deploy deletes it instead of keeping its snapshot cached (and billed)
+    assert versions[version_id]["DeletionPolicy"] == "Delete"
     aliases = template.find_resources(
         "AWS::Lambda::Alias",
         {
