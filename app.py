@@ -27,7 +27,15 @@ CDK_JSON = PROJECT_DIR / "cdk.json"
 
 
 def cdk_json_context() -> dict[str, Any]:
-    """The context block of cdk.json: the feature flags and every setting's default."""
+    """The context block of cdk.json: the feature flags and every setting's default.
+
+    cdk.json is the only place the defaults live, so a missing file is an error that says so.
+    """
+    if not CDK_JSON.is_file():
+        raise FileNotFoundError(
+            f"{CDK_JSON} is missing: it holds the app's feature flags and every setting's default; "
+            "restore it from git (git checkout -- cdk.json)"
+        )
     context: dict[str, Any] = json.loads(CDK_JSON.read_text())["context"]
     return context
 

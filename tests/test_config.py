@@ -426,3 +426,11 @@ def test_the_local_runner_reads_cdk_json_and_has_no_copy_of_its_defaults(tmp_pat
     # And without cdk.json there is nothing to fall back on: the error says which file is missing
     with pytest.raises(FileNotFoundError, match=r"cdk\.json is missing"):
         deployed_settings(tmp_path / "cdk.json")
+
+
+def test_a_missing_cdk_json_is_an_error_that_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import app
+
+    monkeypatch.setattr(app, "CDK_JSON", tmp_path / "cdk.json")
+    with pytest.raises(FileNotFoundError, match=r"cdk\.json is missing: it holds .* every setting's default"):
+        app.load_config()
