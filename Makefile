@@ -1,5 +1,8 @@
-# The commands people type. Every target installs what it needs on first use
-# (scripts/setup.sh is idempotent and quick once done).
+# The commands people type. Every target installs what it needs on first use:
+# local runs, tests and linters the whole development setup (scripts/setup.sh);
+# the deploy targets (synth, bootstrap, doctor, diff, deploy, destroy) only the
+# CDK app's packages, Node and the CDK CLI (scripts/setup-deploy.sh, seconds).
+# Both scripts are idempotent and quick once done.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -12,17 +15,24 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 # Extra arguments, e.g. make deploy CDK_ARGS="-c llama_memory_mb=10240"
 CDK_ARGS ?=
+# The doctor reads CDK_ARGS from the environment (its -c settings, --profile).
+export CDK_ARGS
+# make deploy DOCTOR=skip deploys without the preflight.
+DOCTOR ?= run
 PYTEST_ARGS ?=
 LOCAL_ARGS ?=
 BENCH_ARGS ?= --readme
 
-.PHONY: help setup setup-system local test test-fast test-images lint format bench cost synth bootstrap diff deploy destroy clean
+.PHONY: help setup setup-deploy setup-system local test test-fast test-images lint format bench cost synth bootstrap doctor diff deploy destroy clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-13s %s\n", $$1, $$2}'
 
 setup: ## install pinned Python packages, llama.cpp, models, Node 24 + CDK CLI, the Lambda emulator
 	@bash scripts/setup.sh
+
+setup-deploy: ## install only what deploying needs: the CDK app's pinned packages, Node 24, the CDK CLI
+	@bash scripts/setup-deploy.sh
 
 setup-system: ## install the system packages image tests need (podman, runc, mmdebstrap, qemu-user)
 	@bash scripts/setup-system.sh
@@ -58,19 +68,23 @@ bench: setup ## measure both functions and write benchmarks/results.{json,md} an
 cost: setup ## the cost model; e.g. make cost ARGS="--memory-mb 8192 --duration-ms 6000 --requests 100000"
 	$(PY) -m benchmarks.cost $(ARGS)
 
-synth: setup ## synthesize the CloudFormation templates into cdk.out (no AWS account needed)
+synth: setup-deploy ## synthesize the CloudFormation templates into cdk.out (no AWS account needed)
 	$(CDK) synth $(CDK_ARGS)
 
-bootstrap: setup ## one-time per account and region: the CDK's staging bucket and ECR repository
+bootstrap: setup-deploy ## one-time per account and region: the CDK's staging bucket and ECR repository
 	$(CDK) bootstrap $(CDK_ARGS)
 
-diff: setup ## compare with what is deployed
+doctor: setup-deploy ## check region, bootstrap, Lambda limits and the image builder first (read-only AWS calls)
+	$(PY) -m client doctor
+
+diff: setup-deploy ## compare with what is deployed
 	$(CDK) diff $(CDK_ARGS)
 
-deploy: setup ## build both images, push them to ECR and deploy the stack (needs Docker and AWS credentials)
+deploy: setup-deploy ## run the doctor, then build both images, push them and deploy the stack
+	@if [ "$(DOCTOR)" != "skip" ]; then $(PY) -m client doctor; fi
 	$(CDK) deploy $(CDK_ARGS)
 
-destroy: setup ## delete the stack
+destroy: setup-deploy ## delete the stack
 	$(CDK) destroy $(CDK_ARGS)
 
 clean: ## remove build output (keeps .venv and caches)

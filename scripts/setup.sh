@@ -53,6 +53,11 @@ mkdir -p "$CACHE"
 if [ ! -x "$VENV/bin/python" ]; then
     say "creating $VENV"
     "$(find_python)" -m venv "$VENV"
+elif ! "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+    # The deploy setup (scripts/setup-deploy.sh) accepts 3.12 and 3.13 too; this one does not.
+    echo "setup: $VENV has $("$VENV/bin/python" --version 2>&1), the images and tests need 3.11:" \
+        "remove $VENV and run make setup again (PYTHON=/path/to/python3.11 if it is not on the PATH)" >&2
+    exit 1
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check --no-input)
 export PATH="$VENV/bin:$PATH"
