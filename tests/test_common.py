@@ -1,19 +1,34 @@
-"""The request plumbing and runtime facts both handlers share (lambda_common)."""
+"""The pieces of the shared request core that stand alone (lambda_common): body decoding, error
+families, the API key, the deadline, the lifecycle flags, streams, thread sizing."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from lambda_common.http import (
-    ApiError,
-    ApiKeyGuard,
-    decode_json_body,
-    is_function_url_event,
-    parse_model,
-    route_error,
+from lambda_common.app import is_function_url_event
+from lambda_common.auth import ApiKeyGuard
+from lambda_common.body import MAX_DEPTH, decode_json, parse_model
+from lambda_common.cpu import default_threads, resolve_threads
+from lambda_common.deadline import Deadline
+from lambda_common.errors import (
+    OPENAI,
+    ContextLengthExceeded,
+    ErrorFamily,
+    InternalError,
+    InvalidBody,
+    InvalidRequest,
+    ModelNotFound,
+    RequestError,
+    TooLarge,
+    Unauthorized,
+    Unavailable,
+    direct_error_body,
 )
-from lambda_common.runtime import default_threads, resolve_threads
+from lambda_common.lifecycle import Lifecycle
+from lambda_common.streaming import Stream, StreamAborted
 from tests.conftest import function_url_event
 
 KEY = "k" * 20 + "-secret"
@@ -64,42 +79,98 @@ def test_function_url_events_are_told_from_direct_payloads() -> None:
     assert not is_function_url_event(["not", "a", "mapping"])
 
 
+# ------------------------------------------------------------------ body decoding
+
+
 @pytest.mark.parametrize(
-    ("raw", "status", "fragment"),
+    ("raw", "error", "fragment"),
     [
-        ("", 400, "empty"),
-        ("{not json", 400, "not valid JSON"),
-        (b"\xff\xfe", 400, "not valid JSON"),
-        ("x" * 101, 413, "limit is 100 bytes"),
+        ("", InvalidBody, "empty"),
+        ("{not json", InvalidBody, "not valid JSON"),
+        (b"\xff\xfe", InvalidBody, "not UTF-8"),
+        (b'{"a": "\xed\xa0\x80"}', InvalidBody, "not UTF-8"),  # CESU-8: a surrogate encoded as bytes
+        ("x" * 2000, TooLarge, "limit is 1,000 bytes"),
+        ("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1), InvalidBody, f"deeper than {MAX_DEPTH} levels"),
+        ("[" * 400 + "]" * 400, InvalidBody, f"deeper than {MAX_DEPTH} levels"),
+        ('{"n": 1' + "0" * 500 + "}", InvalidBody, "numbers may have at most"),
+        ('{"n": 1e999}', InvalidBody, "out of range"),
+        ('{"n": NaN}', InvalidBody, "NaN is not JSON"),
+        ('{"n": -Infinity}', InvalidBody, "-Infinity is not JSON"),
     ],
 )
-def test_bad_bodies_are_refused_with_a_reason(raw: str | bytes, status: int, fragment: str) -> None:
-    with pytest.raises(ApiError) as caught:
-        decode_json_body(raw, max_bytes=100)
-    assert caught.value.status == status
+def test_bad_bodies_are_refused_with_a_reason(
+    raw: str | bytes, error: type[RequestError], fragment: str
+) -> None:
+    # Given a body no route could use, When it is decoded, Then the refusal names the problem
+    with pytest.raises(error) as caught:
+        decode_json(raw, max_bytes=1000)
     assert fragment in caught.value.message
 
 
+def test_nesting_past_pythons_recursion_limit_and_huge_integers_are_client_errors() -> None:
+    # json.loads alone raises RecursionError and ValueError (int over 4,300 digits): both must be 400s
+    with pytest.raises(InvalidBody, match="deeper than"):
+        decode_json("[" * 100_000 + "]" * 100_000, max_bytes=1 << 20)
+    with pytest.raises(InvalidBody, match="numbers may have at most"):
+        decode_json('{"n": 1' + "0" * 5000 + "}", max_bytes=1 << 20)
+
+
+def test_good_bodies_decode_at_the_depth_and_sizes_allowed() -> None:
+    nested = "[" * MAX_DEPTH + "]" * MAX_DEPTH
+    assert decode_json(nested, max_bytes=1 << 20) is not None
+    assert decode_json('{"n": 18446744073709551615, "f": -1.5e300}', max_bytes=100) == {
+        "n": 2**64 - 1,
+        "f": -1.5e300,
+    }
+    assert decode_json(b'{"t": "caf\xc3\xa9"}', max_bytes=100) == {"t": "caf\u00e9"}
+
+
 def test_validation_errors_name_the_field() -> None:
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(InvalidRequest) as caught:
         parse_model(Sample, {"prompt": "hi", "n": 99})
-    assert caught.value.status == 400
     assert caught.value.param == "n"
     assert caught.value.message.startswith("n: ")
 
-    with pytest.raises(ApiError) as unknown:
+    with pytest.raises(InvalidRequest) as unknown:
         parse_model(Sample, {"prompt": "hi", "colour": "red"})
     assert unknown.value.message == "colour: unknown field"
 
-    with pytest.raises(ApiError, match="must be a JSON object, got list"):
+    with pytest.raises(InvalidBody, match="must be a JSON object, got array"):
         parse_model(Sample, ["hi"])
 
     assert parse_model(Sample, {"prompt": "hi"}).n == 1
 
 
-def test_openai_error_body_shape() -> None:
-    body = ApiError(400, "too long", param="messages", code="context_length_exceeded").openai_body()
-    assert body == {
+def test_a_lone_surrogate_in_a_bounded_string_is_refused_by_name() -> None:
+    # json.loads turns "\\ud800" into a str no encoder can write back; the length bound refuses it
+    payload = decode_json('{"prompt": "a\\ud800b"}', max_bytes=100)
+    with pytest.raises(InvalidRequest) as caught:
+        parse_model(Sample, payload)
+    assert caught.value.param == "prompt"
+    assert "lone UTF-16 surrogate" in caught.value.message
+
+
+# ------------------------------------------------------------------ errors
+
+
+def test_each_error_kind_has_its_status_and_a_family_can_override_it() -> None:
+    assert OPENAI.status(InvalidRequest("x")) == 400
+    assert OPENAI.status(ContextLengthExceeded("x")) == 400
+    assert OPENAI.status(TooLarge("x")) == 413
+    assert OPENAI.status(ModelNotFound("x")) == 404
+    assert OPENAI.status(Unauthorized("x")) == 401
+    assert OPENAI.status(Unavailable("x")) == 503
+    assert OPENAI.status(InternalError("x")) == 500
+    strict = ErrorFamily("strict", statuses={InvalidRequest: 422, InvalidBody: 400})
+    assert strict.status(InvalidRequest("x")) == 422
+    assert strict.status(ContextLengthExceeded("x")) == 422  # the nearest class in the MRO decides
+    assert strict.status(InvalidBody("x")) == 400
+    assert strict.status(TooLarge("x")) == 413
+
+
+def test_openai_and_direct_error_shapes() -> None:
+    error = ContextLengthExceeded("too long", param="messages")
+    assert OPENAI.body(error, 400) == {
         "error": {
             "message": "too long",
             "type": "invalid_request_error",
@@ -107,29 +178,40 @@ def test_openai_error_body_shape() -> None:
             "code": "context_length_exceeded",
         }
     }
+    assert direct_error_body(InternalError("boom"), 500) == {
+        "error": {
+            "message": "boom",
+            "type": "server_error",
+            "param": None,
+            "code": "internal_error",
+            "status": 500,
+        }
+    }
 
 
-def test_unknown_path_is_404_and_wrong_method_is_405() -> None:
-    routes = {"/health": frozenset({"GET"}), "/v1/completions": frozenset({"POST"})}
-    missing = route_error("/nope", "GET", routes)
-    assert missing.status == 404
-    assert "GET /health" in missing.message
-    wrong = route_error("/v1/completions", "GET", routes)
-    assert wrong.status == 405
-    assert "allowed: POST" in wrong.message
+# ------------------------------------------------------------------ API key
+
+
+def allowed(guard: ApiKeyGuard, key: str | None) -> bool:
+    try:
+        guard.check({"Authorization": f"Bearer {key}"} if key is not None else {})
+    except Unauthorized:
+        return False
+    return True
 
 
 def test_api_key_guard_checks_bearer_tokens() -> None:
-    guard = ApiKeyGuard(KEY)
+    guard = ApiKeyGuard(key=KEY)
     assert guard.enabled
-    assert guard.authorized({"Authorization": f"Bearer {KEY}"})
-    assert guard.authorized({"authorization": f"bearer {KEY}"})
-    assert not guard.authorized({"authorization": f"Bearer {KEY}x"})
-    assert not guard.authorized({"authorization": KEY})
-    assert not guard.authorized({})
-    assert ApiKeyGuard(None).authorized({})
+    assert allowed(guard, KEY)
+    guard.check({"authorization": f"bearer {KEY}"})
+    assert not allowed(guard, KEY + "x")
+    assert not allowed(guard, None)
+    with pytest.raises(Unauthorized):
+        guard.check({"authorization": KEY})
+    ApiKeyGuard().check({})  # off: everything passes
     with pytest.raises(ValueError, match="16 characters"):
-        ApiKeyGuard("short")
+        ApiKeyGuard(key="short")
 
 
 def test_api_key_comes_from_secrets_manager_when_an_arn_is_set() -> None:
@@ -143,9 +225,9 @@ def test_api_key_comes_from_secrets_manager_when_an_arn_is_set() -> None:
 
     guard = ApiKeyGuard.from_environment({"API_KEY_SECRET_ARN": arn, "API_KEY": "ignored" * 3}, fake_fetch)
     assert fetched == [arn]
-    assert guard.authorized({"Authorization": f"Bearer {KEY}"})
+    assert allowed(guard, KEY)
     assert not ApiKeyGuard.from_environment({}).enabled
-    assert ApiKeyGuard.from_environment({"API_KEY": KEY}).authorized({"authorization": f"Bearer {KEY}"})
+    assert allowed(ApiKeyGuard.from_environment({"API_KEY": KEY}), KEY)
 
 
 class FakeSecret:
@@ -164,49 +246,138 @@ class FakeSecret:
         return self.value
 
 
+def guard_with(secret: FakeSecret, now: list[float]) -> ApiKeyGuard:
+    return ApiKeyGuard.from_environment(
+        {"API_KEY_SECRET_ARN": "arn:fake"}, secret.fetch, clock=lambda: now[0]
+    )
+
+
 def test_a_rotated_key_is_taken_up_and_the_old_one_retired_without_a_restart() -> None:
     # Given a guard holding the key from (fake) Secrets Manager, and a clock we move
-    secret = FakeSecret(KEY)
-    now = [1000.0]
-    environ = {"API_KEY_SECRET_ARN": "arn:fake"}
-    guard = ApiKeyGuard.from_environment(environ, secret.fetch, clock=lambda: now[0])
+    secret, now = FakeSecret(KEY), [1000.0]
+    guard = guard_with(secret, now)
     new_key = "n" * 32
     assert secret.reads == 1
     # When the key is rotated in Secrets Manager
     secret.value = new_key
     # Then a caller with the new key is let in once the short retry interval has passed
     now[0] += 1
-    assert not guard.authorized({"authorization": f"Bearer {new_key}"})
+    assert not allowed(guard, new_key)
     assert secret.reads == 1  # a wrong key within the retry interval costs no read
     now[0] += ApiKeyGuard.RETRY_S
-    assert guard.authorized({"authorization": f"Bearer {new_key}"})
+    assert allowed(guard, new_key)
     assert secret.reads == 2
     # And the old key no longer works
-    assert not guard.authorized({"authorization": f"Bearer {KEY}"})
+    assert not allowed(guard, KEY)
 
 
-def test_a_warm_guard_rereads_the_key_when_it_is_old_and_keeps_it_when_reading_fails() -> None:
-    secret = FakeSecret(KEY)
-    now = [0.0]
-    environ = {"API_KEY_SECRET_ARN": "arn:fake"}
-    guard = ApiKeyGuard.from_environment(environ, secret.fetch, clock=lambda: now[0])
+def test_an_old_key_stops_working_within_max_age_and_failed_reads_fail_closed() -> None:
+    secret, now = FakeSecret(KEY), [0.0]
+    guard = guard_with(secret, now)
     # Given the key was rotated while no wrong key was presented
-    secret.value = "r" * 32
+    rotated = "r" * 32
+    secret.value = rotated
     now[0] += ApiKeyGuard.MAX_AGE_S - 1
     # Then the old key still works until the key is MAX_AGE_S old ...
-    assert guard.authorized({"authorization": f"Bearer {KEY}"})
+    assert allowed(guard, KEY)
     now[0] += 1
     # ... and not after: the guard read the secret again
-    assert not guard.authorized({"authorization": f"Bearer {KEY}"})
-    assert guard.authorized({"authorization": f"Bearer {'r' * 32}"})
-    # And when Secrets Manager fails, the key held so far stays in force
+    assert not allowed(guard, KEY)
+    assert allowed(guard, rotated)
+    # When Secrets Manager fails, the key held so far stays in force for a bounded number of reads ...
     secret.failing = True
+    for failures in range(1, ApiKeyGuard.MAX_FAILURES):
+        now[0] += ApiKeyGuard.MAX_AGE_S
+        assert allowed(guard, rotated), failures
+    # ... then every key is refused with 503 until a read succeeds
     now[0] += ApiKeyGuard.MAX_AGE_S
-    reads = secret.reads
-    assert guard.authorized({"authorization": f"Bearer {'r' * 32}"})
-    assert secret.reads == reads + 1
-    # And a local API_KEY (no Secrets Manager) is never re-read
+    with pytest.raises(Unavailable):
+        guard.check({"authorization": f"Bearer {rotated}"})
+    assert secret.reads == 2 + ApiKeyGuard.MAX_FAILURES
+    # And reads stay at most one per RETRY_S while it is down
+    with pytest.raises(Unavailable):
+        guard.check({"authorization": f"Bearer {rotated}"})
+    assert secret.reads == 2 + ApiKeyGuard.MAX_FAILURES
+    secret.failing = False
+    now[0] += ApiKeyGuard.RETRY_S
+    assert allowed(guard, rotated)
+
+
+def test_a_snapshot_does_not_keep_the_key_and_a_restore_reads_it_again() -> None:
+    secret, now = FakeSecret(KEY), [0.0]
+    guard = guard_with(secret, now)
+    guard.forget()  # before a SnapStart snapshot
+    secret.value = "s" * 32
+    guard.reload()  # after the restore
+    assert secret.reads == 2
+    assert allowed(guard, "s" * 32)
+    assert not allowed(guard, KEY)
+
+
+def test_a_local_key_is_never_reread() -> None:
+    secret, now = FakeSecret(KEY), [0.0]
     local = ApiKeyGuard.from_environment({"API_KEY": KEY}, secret.fetch, clock=lambda: now[0])
     now[0] += 10 * ApiKeyGuard.MAX_AGE_S
-    assert local.authorized({"authorization": f"Bearer {KEY}"})
-    assert secret.reads == reads + 1
+    assert allowed(local, KEY)
+    assert secret.reads == 0
+
+
+# ------------------------------------------------------------------ deadline, lifecycle
+
+
+def test_deadline_keeps_its_margin() -> None:
+    deadline = Deadline(5000, 1000, now=100.0)
+    assert deadline.at == pytest.approx(104.0)
+    assert Deadline.none().remaining_ms() is None
+    assert not Deadline.none().passed()
+    assert Deadline(500, 1000).passed()
+
+
+def test_lifecycle_tells_cold_restored_and_warm_invocations() -> None:
+    life = Lifecycle()
+    assert life.take_start() == "cold"
+    assert life.take_start() == "warm"
+    life.mark_restored(12.5)
+    assert life.take_start() == "restored"
+    assert life.restore_ms == 12.5
+    assert life.take_start() == "warm"
+
+
+# ------------------------------------------------------------------ streams
+
+
+def test_a_stream_yields_bytes_and_ends_an_error_with_its_own_event_then_aborts() -> None:
+    closed: list[bool] = []
+
+    def produce() -> Iterator[str]:
+        try:
+            yield "one"
+            yield ""
+            yield "two"
+            raise TooLarge("over the limit")
+        finally:
+            closed.append(True)
+
+    def render(error: RequestError, status: int) -> bytes:
+        return f"error {status}: {error.message}".encode()
+
+    stream = Stream(produce(), media_type="text/plain", on_error=render)
+    stream.family = OPENAI
+    chunks = stream.chunks()
+    assert next(chunks) == b"one"
+    assert next(chunks) == b"two"  # empty pieces are not sent
+    assert next(chunks) == b"error 413: over the limit"
+    with pytest.raises(StreamAborted) as aborted:
+        next(chunks)
+    assert aborted.value.error_type == "TooLarge"
+    assert closed == [True]
+
+
+def test_a_drained_stream_raises_its_error_for_the_core_to_map() -> None:
+    def produce() -> Iterator[bytes]:
+        yield b"partial"
+        raise InternalError("boom")
+
+    with pytest.raises(InternalError):
+        Stream(produce(), media_type="text/plain").drain()
+    assert Stream(iter(["a", b"b"]), media_type="text/plain").drain() == b"ab"

@@ -679,7 +679,7 @@ def test_limits_on_count_characters_and_body_size(exported: Path) -> None:
     status, _, body = url(small, "POST", "/embed", {"inputs": ["a" * 101]})
     assert_tei_error(status, body, 413, "Validation", "101 characters", "100 characters")
     status, _, body = url(small, "POST", "/embed", {"inputs": ["a" * 90] * 4, "padding": "x" * 3000})
-    assert_tei_error(status, body, 413, "Validation", "2048 bytes")
+    assert_tei_error(status, body, 413, "Validation", "2,048 bytes")
     # And within the limits it answers
     status, _, _ = url(small, "POST", "/embed", {"inputs": ["a"] * 4})
     assert status == 200
@@ -692,9 +692,9 @@ def test_the_6mb_response_limit_refuses_before_any_compute(
     calls: list[int] = []
     embed = onnx.service.backend.embed
 
-    def counting(batch: Any) -> Any:
+    def counting(batch: Any, stop: Any = None) -> Any:
         calls.append(len(batch.texts))
-        return embed(batch)
+        return embed(batch, stop)
 
     monkeypatch.setattr(onnx.service.backend, "embed", counting)
     texts = [f"text {i}" for i in range(1000)]
@@ -743,13 +743,16 @@ def test_direct_invoke_errors_are_returned_bodies(onnx: types.ModuleType) -> Non
     empty = direct(onnx, {"inputs": []})
     too_long = direct(onnx, {"inputs": long_text(400)})
     openai_shaped = direct(onnx, {"input": "a", "model": "nope"})
-    # Then each is returned (not raised) in TEI's shape, or OpenAI's for an OpenAI payload, with the status
-    assert not_an_object == {"error": not_an_object["error"], "error_type": "Validation", "status": 400}
-    assert empty["error_type"] == "Empty"
-    assert empty["status"] == 400
-    assert too_long["status"] == 413
-    assert f"at most {MAX_TOKENS} tokens" in too_long["error"]
-    assert openai_shaped["status"] == 404
+    # Then each is returned (not raised) in the one direct-invoke shape, with the status the URL would give
+    for answer in (not_an_object, empty, too_long, openai_shaped):
+        assert set(answer) == {"error"}
+        assert set(answer["error"]) == {"message", "type", "param", "code", "status"}
+    assert not_an_object["error"]["status"] == 400
+    assert "JSON object" in not_an_object["error"]["message"]
+    assert (empty["error"]["status"], empty["error"]["code"]) == (400, "empty")
+    assert too_long["error"]["status"] == 413
+    assert f"at most {MAX_TOKENS} tokens" in too_long["error"]["message"]
+    assert openai_shaped["error"]["status"] == 404
     assert openai_shaped["error"]["code"] == "model_not_found"
     # And an OpenAI-shaped direct payload works too
     body = direct(onnx, {"input": ["First text"], "model": EMBEDDINGS_MODEL_ID})
@@ -771,7 +774,7 @@ def test_the_warm_process_survives_every_error(onnx: types.ModuleType) -> None:
     for payload in bad:
         result = direct(onnx, payload)
         assert "error" in result, payload
-        assert result["status"] >= 400, payload
+        assert result["error"]["status"] >= 400, payload
     for path in ("/nope", "/v1/embeddings", "/tokenize"):
         assert url(onnx, "POST", path, raw="{")[0] >= 400
     # When a good request follows

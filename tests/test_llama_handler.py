@@ -2,7 +2,10 @@
 
 The handler module is imported once per session with the environment a local
 run gives it (MODEL_PATH and friends); importing it loads the model, as Lambda's
-init phase does. Only the Lambda context object is a stand-in (AWS itself).
+init phase does. Most tests call the buffered entry point (``app.lambda_handler``,
+what a runtime that cannot stream gets); the streaming tests call the one the
+image's runtime loop calls (``lambda_handler``) and read its chunks as the loop
+would. Only the Lambda context object is a stand-in (AWS itself).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import openai.types as oa
 import openai.types.chat as oa_chat
 import pytest
 
-from lambda_common.http import ApiKeyGuard
+from lambda_common.auth import ApiKeyGuard
+from lambda_common.streaming import StreamAborted, StreamingResponse
 from local.models import embedded_gguf
 from tests.conftest import function_url_event
 
@@ -72,7 +76,7 @@ def load_handler() -> tuple[types.ModuleType, dict[str, Any]]:
         module = importlib.util.module_from_spec(spec)
         sys.modules["llama_handler"] = module
         spec.loader.exec_module(module)
-    first = module.lambda_handler(dict(SEED), FakeContext())
+    first = module.app.lambda_handler(dict(SEED), FakeContext())
     return module, first
 
 
@@ -87,7 +91,7 @@ def handler(loaded: tuple[types.ModuleType, dict[str, Any]]) -> types.ModuleType
 
 
 def invoke(handler: types.ModuleType, payload: Any, remaining_ms: int = 60_000) -> Any:
-    return handler.lambda_handler(payload, FakeContext(remaining_ms=remaining_ms))
+    return handler.app.lambda_handler(payload, FakeContext(remaining_ms=remaining_ms))
 
 
 def call(
@@ -103,7 +107,7 @@ def call(
     """A Function URL request through the handler: (status, headers, body text)."""
     raw = body if isinstance(body, (str, bytes)) or body is None else json.dumps(body)
     event = function_url_event(method, path, raw, headers=headers, base64=b64)
-    response = handler.lambda_handler(event, FakeContext(remaining_ms=remaining_ms))
+    response = handler.app.lambda_handler(event, FakeContext(remaining_ms=remaining_ms))
     text = response.get("body", "")
     if response.get("isBase64Encoded"):
         text = base64.b64decode(text).decode()
@@ -234,10 +238,11 @@ def test_bad_direct_payloads_get_a_structured_error(
 ) -> None:
     # When a malformed payload is invoked directly
     answer = invoke(handler, payload)
-    # Then the result is llama.cpp server's error object naming the problem, not a stack trace
+    # Then the result is the direct-invoke error object naming the problem, not a stack trace
     assert set(answer) == {"error"}
     error = answer["error"]
-    assert error["code"] == code
+    assert set(error) == {"message", "type", "param", "code", "status"}
+    assert error["status"] == code
     assert fragment in error["message"]
     assert error["type"] == ("not_found_error" if code == 404 else "invalid_request_error")
 
@@ -246,8 +251,9 @@ def test_a_prompt_longer_than_the_context_is_refused_and_the_process_survives(
     handler: types.ModuleType,
 ) -> None:
     answer = invoke(handler, {"prompt": "llama " * (N_CTX + 50), "n-generate": 1})
-    assert answer["error"]["code"] == 400
-    assert answer["error"]["type"] == "exceed_context_size_error"
+    assert answer["error"]["status"] == 400
+    assert answer["error"]["code"] == "context_length_exceeded"
+    assert answer["error"]["param"] == "prompt"
     assert f"context window is {N_CTX} tokens" in answer["error"]["message"]
     assert invoke(handler, dict(SEED))["usage"]["completion_tokens"] == 1
 
@@ -272,7 +278,8 @@ def test_a_llama_cpp_failure_mid_generation_is_a_500_not_a_half_answer(
     answer = invoke(handler, {"prompt": COUNTING, "max_tokens": 20, "temperature": 0})
     # Then the answer is a server error without partial text
     assert answer == {"error": answer["error"]}
-    assert answer["error"]["code"] == 500
+    assert answer["error"]["status"] == 500
+    assert answer["error"]["code"] == "generation_failed"
     assert answer["error"]["type"] == "server_error"
     monkeypatch.setattr(llm, "eval", real_eval)
     # And the next request generates normally from a clean state
@@ -308,7 +315,8 @@ def test_openai_routes_report_a_deadline_stop_as_length_plus_a_flag(handler: typ
 
 def test_an_invocation_already_past_the_margin_is_refused(handler: types.ModuleType) -> None:
     answer = invoke(handler, dict(SEED), remaining_ms=MARGIN_MS - 50)
-    assert answer["error"]["code"] == 503
+    assert answer["error"]["status"] == 503
+    assert answer["error"]["code"] == "deadline_too_close"
     assert "DEADLINE_MARGIN_MS" in answer["error"]["message"]
 
 
@@ -363,7 +371,9 @@ def test_chat_completions_answer_in_openai_shape(handler: types.ModuleType) -> N
     assert chat.usage.total_tokens == chat.usage.prompt_tokens + chat.usage.completion_tokens
 
 
-def test_chat_stream_is_buffered_server_sent_events(handler: types.ModuleType) -> None:
+def test_chat_stream_drained_for_a_buffered_runtime_is_whole_server_sent_events(
+    handler: types.ModuleType,
+) -> None:
     # Given the same chat asked with and without stream
     body: dict[str, Any] = {
         "messages": [{"role": "user", "content": "Say hello to a llama."}],
@@ -393,7 +403,9 @@ def test_chat_stream_is_buffered_server_sent_events(handler: types.ModuleType) -
     assert chunks[-1].usage.completion_tokens == whole["usage"]["completion_tokens"]
 
 
-def test_completion_stream_is_buffered_server_sent_events(handler: types.ModuleType) -> None:
+def test_completion_stream_drained_for_a_buffered_runtime_is_whole_server_sent_events(
+    handler: types.ModuleType,
+) -> None:
     body = {"prompt": COUNTING, "max_tokens": 6, "temperature": 0, "stream": True}
     status, headers, text = call(handler, "POST", "/v1/completions", body)
     assert status == 200
@@ -472,7 +484,7 @@ def test_tokenize_and_detokenize_round_trip(handler: types.ModuleType) -> None:
             400,
             "context_length_exceeded",
         ),
-        ("POST", "/v1/completions", "x" * (1_048_576 + 1), 413, "request_too_large"),
+        ("POST", "/v1/completions", "x" * (1_048_576 + 1), 413, "too_large"),
         ("GET", "/v1/chat/completions", None, 405, "method_not_allowed"),
         ("GET", "/v1/nothing-here", None, 404, "not_found"),
         ("POST", "/detokenize", {"tokens": [10**9]}, 400, "invalid_value"),
@@ -503,7 +515,7 @@ def test_bad_url_requests_get_llama_errors_elsewhere(handler: types.ModuleType) 
     assert (status, json.loads(text)["error"]["code"]) == (405, 405)
     event = function_url_event("POST", "/", "%%%")
     event["isBase64Encoded"] = True
-    response = handler.lambda_handler(event, FakeContext())
+    response = handler.app.lambda_handler(event, FakeContext())
     assert response["statusCode"] == 400
     assert "base64" in json.loads(response["body"])["error"]["message"]
 
@@ -514,7 +526,7 @@ def test_bad_url_requests_get_llama_errors_elsewhere(handler: types.ModuleType) 
 @pytest.fixture
 def guarded(handler: types.ModuleType, monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     """The handler with API-key mode on (as with API_KEY_SECRET_ARN set; the key is injected)."""
-    monkeypatch.setattr(handler, "guard", ApiKeyGuard(KEY))
+    monkeypatch.setattr(handler.app, "guard", ApiKeyGuard(key=KEY))
     return handler
 
 
@@ -536,7 +548,7 @@ def test_api_key_mode_lets_the_key_and_health_through(guarded: types.ModuleType)
 
 
 def test_without_api_key_mode_no_header_is_needed(handler: types.ModuleType) -> None:
-    assert not handler.guard.enabled
+    assert not handler.app.guard.enabled
     assert call(handler, "GET", "/v1/models")[0] == 200
 
 
@@ -544,4 +556,109 @@ def test_the_warm_process_survives_every_error(handler: types.ModuleType) -> Non
     payloads: list[Any] = [{"prompt": None}, {"messages": [{}]}, 42, None, {"prompt": "a" * 10, "top_k": -1}]
     for payload in payloads:
         assert "error" in invoke(handler, payload)
+    assert invoke(handler, dict(SEED))["usage"]["completion_tokens"] == 1
+
+
+# ------------------------------------------------------------------ streaming, as the runtime loop reads it
+
+
+def stream(handler: types.ModuleType, path: str, body: Any) -> StreamingResponse:
+    event = function_url_event("POST", path, json.dumps(body))
+    answer = handler.lambda_handler(event, FakeContext())
+    assert isinstance(answer, StreamingResponse), answer
+    return answer
+
+
+def test_a_streamed_chat_gives_one_chunk_per_token_while_the_rest_is_still_being_generated(
+    handler: types.ModuleType,
+) -> None:
+    # Given a chat request with stream=true, on a Function URL in RESPONSE_STREAM mode
+    handler.app.url_streaming = True
+    body = {"messages": [{"role": "user", "content": COUNTING}], "max_tokens": 8, "temperature": 0}
+    whole = json.loads(call(handler, "POST", "/v1/chat/completions", body)[2])
+    answer = stream(handler, "/v1/chat/completions", body | {"stream": True})
+    # Then the prelude carries the status and headers
+    assert answer.prelude == {"statusCode": 200, "headers": answer.prelude["headers"]}
+    assert answer.prelude["headers"]["Content-Type"] == "text/event-stream"
+    # And the role chunk comes first, then the first content chunk, before the generation has ended
+    engine_lock = handler.engine._lock
+    first = next(answer.chunks)
+    assert b'"role":"assistant"' in first
+    content = next(answer.chunks)
+    assert b'"content"' in content
+    assert engine_lock.locked()  # llama.cpp is still generating this answer
+    rest = list(answer.chunks)
+    assert not engine_lock.locked()
+    events = sse_events((first + content + b"".join(rest)).decode())
+    deltas = [e["choices"][0]["delta"].get("content") for e in events[1:-1] if e["choices"]]
+    assert len([d for d in deltas if d]) == whole["usage"]["completion_tokens"] > 2
+    assert "".join(d for d in deltas if d) == whole["choices"][0]["message"]["content"]
+
+
+def test_a_direct_payload_with_stream_true_streams_llama_cpp_events(handler: types.ModuleType) -> None:
+    answer = handler.lambda_handler(
+        {"prompt": COUNTING, "max_tokens": 4, "temperature": 0, "stream": True}, FakeContext()
+    )
+    assert isinstance(answer, StreamingResponse)
+    assert answer.prelude is None  # a direct invoke has no HTTP prelude
+    assert answer.content_type == "text/event-stream"
+    events = sse_events(b"".join(answer.chunks).decode())
+    assert [e["stop"] for e in events] == [False] * (len(events) - 1) + [True]
+    assert events[-1]["usage"]["completion_tokens"] == 4
+    assert "".join(e["content"] for e in events).startswith(" 4")
+
+
+def test_an_error_mid_stream_ends_it_with_an_error_event_and_aborts(
+    handler: types.ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given llama.cpp failing on its fifth decode call (injected where llama-cpp-python calls llama_decode)
+    handler.app.url_streaming = True
+    llm = handler.engine.llm
+    real_eval = llm.eval
+    calls = {"n": 0}
+
+    def failing_eval(tokens: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise RuntimeError("llama_decode returned -1")
+        real_eval(tokens)
+
+    monkeypatch.setattr(llm, "eval", failing_eval)
+    answer = stream(handler, "/v1/completions", {"prompt": COUNTING, "max_tokens": 20, "stream": True})
+    chunks: list[bytes] = []
+    # When the stream is read as the runtime loop reads it
+    with pytest.raises(StreamAborted) as aborted:
+        chunks.extend(answer.chunks)
+    # Then the tokens made so far went out, then an OpenAI error event, then the runtime's abort
+    assert aborted.value.error_type == "InternalError"
+    error = json.loads(chunks[-1].decode().removeprefix("data: "))["error"]
+    assert error["code"] == "generation_failed"
+    assert error["type"] == "server_error"
+    assert len(chunks) >= 3
+    monkeypatch.setattr(llm, "eval", real_eval)
+    assert invoke(handler, dict(SEED))["usage"]["completion_tokens"] == 1
+
+
+def test_a_caller_going_away_stops_the_generation(
+    handler: types.ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a long streamed generation and a count of llama.cpp decode calls
+    handler.app.url_streaming = True
+    llm = handler.engine.llm
+    real_eval = llm.eval
+    calls = {"n": 0}
+
+    def counting_eval(tokens: Any) -> None:
+        calls["n"] += 1
+        real_eval(tokens)
+
+    monkeypatch.setattr(llm, "eval", counting_eval)
+    answer = stream(handler, "/v1/completions", {"prompt": COUNTING, "max_tokens": 200, "stream": True})
+    next(answer.chunks)
+    decoded = calls["n"]
+    # When the runtime closes the stream (the platform told it the caller is gone)
+    answer.close()
+    # Then no further token is decoded and the model is free for the next request at once
+    assert calls["n"] == decoded
+    assert not handler.engine._lock.locked()
     assert invoke(handler, dict(SEED))["usage"]["completion_tokens"] == 1

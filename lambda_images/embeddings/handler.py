@@ -11,10 +11,6 @@ docs/embeddings.md describes the API, the limits and the configuration.
 
 from __future__ import annotations
 
-# isort: off
-import lambda_common.lifecycle  # noqa: F401 - first: its import starts the init clock
-
-# isort: on
 from embedder.api import EmbeddingsApi
 from embedder.backends import load_backend
 from embedder.prompts import PromptTable

@@ -15,10 +15,6 @@ generated. docs/llama.md describes the API.
 
 from __future__ import annotations
 
-# isort: off
-import lambda_common.lifecycle  # noqa: F401 - first: its import starts the init clock
-
-# isort: on
 import os
 
 from lambda_common.auth import ApiKeyGuard

@@ -56,7 +56,7 @@ from lambda_common.errors import (
     TooLarge,
     direct_error_body,
 )
-from lambda_common.lifecycle import StartKind, lifecycle, on_restore, on_snapshot, restore_complete
+from lambda_common.lifecycle import Lifecycle, StartKind, on_restore, on_snapshot, restore_ms
 from lambda_common.limits import LAMBDA_PAYLOAD_LIMIT
 from lambda_common.streaming import Stream, StreamingResponse
 
@@ -165,6 +165,8 @@ class FunctionApp:
         self.max_response_bytes = LAMBDA_PAYLOAD_LIMIT
         self.deadline_margin_ms = 1000.0
         self.url_streaming = False
+        self.lifecycle = Lifecycle()
+        """This environment's init, restore and first-invocation state."""
         self.routes: dict[tuple[str, str], RouteSpec] = {}
         self._direct_select: Callable[[Mapping[str, Any]], tuple[str, str]] | None = None
         self._invocation: contextvars.ContextVar[Invocation] = contextvars.ContextVar("invocation")
@@ -202,8 +204,8 @@ class FunctionApp:
 
     def ready(self) -> float:
         """End of the handler's init: records its duration; the last after-restore hook times the restore."""
-        on_restore(restore_complete)
-        return lifecycle.init_done()
+        on_restore(lambda: self.lifecycle.mark_restored(restore_ms()))
+        return self.lifecycle.init_done()
 
     def family_for(self, path: str) -> ErrorFamily:
         """The error shape of a path no route claims: OpenAI's under /v1/, else the function's own."""
@@ -261,7 +263,7 @@ class FunctionApp:
 
     def handle(self, event: Any, context: Any, *, stream: bool) -> Any:
         request_id = str(getattr(context, "aws_request_id", "") or "")
-        start = lifecycle.take_start()
+        start = self.lifecycle.take_start()
         self.logger.append_keys(request_id=request_id or None, cold_start=start != "warm", start=start)
         deadline = Deadline.of(context, self.deadline_margin_ms)
         if is_function_url_event(event):

@@ -88,7 +88,7 @@ def decode_json(raw: str | bytes | None, *, max_bytes: int, what: str = "request
     except RecursionError:
         raise InvalidBody(f"the {what} nests arrays or objects deeper than {MAX_DEPTH} levels") from None
     except json.JSONDecodeError as exc:
-        raise InvalidBody(f"the {what} is not valid JSON: {exc}") from None
+        raise InvalidBody(f"the {what} is not valid JSON: {exc}", code="invalid_json") from None
     if isinstance(value, dict | list) and _deeper_than(value, MAX_DEPTH):
         raise InvalidBody(f"the {what} nests arrays or objects deeper than {MAX_DEPTH} levels")
     return value

@@ -26,19 +26,36 @@ from snapshot_restore_py import register_after_restore, register_before_snapshot
 StartKind = Literal["cold", "restored", "warm"]
 
 
+_IMPORTED = time.perf_counter()
+
+
+def process_age_ms() -> float:
+    """How long this process has existed: on Lambda, the init phase so far (the runtime is its process)."""
+    try:
+        with open("/proc/self/stat") as stat, open("/proc/uptime") as uptime:
+            started_ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+            return (float(uptime.read().split()[0]) - started_ticks / os.sysconf("SC_CLK_TCK")) * 1000.0
+    except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux
+        return (time.perf_counter() - _IMPORTED) * 1000.0
+
+
 class Lifecycle:
     """Init and restore timings, and whether the next invocation is this environment's first."""
 
     def __init__(self, started: float | None = None) -> None:
-        self.started = time.perf_counter() if started is None else started
+        self.started = started
         self.init_ms: float | None = None
         self.restored = False
         self.restore_ms: float | None = None
         self._first = True
 
     def init_done(self) -> float:
-        """Mark the end of the init work; returns its duration in milliseconds."""
-        self.init_ms = (time.perf_counter() - self.started) * 1000.0
+        """Mark the end of the init work; returns its duration in milliseconds (from the process start,
+        or from ``started`` when given, on the ``time.perf_counter`` clock)."""
+        if self.started is None:
+            self.init_ms = process_age_ms()
+        else:
+            self.init_ms = (time.perf_counter() - self.started) * 1000.0
         return self.init_ms
 
     def take_start(self) -> StartKind:
@@ -52,10 +69,6 @@ class Lifecycle:
         self.restored = True
         self.restore_ms = restore_ms
         self._first = True
-
-
-lifecycle = Lifecycle()
-"""This process's environment (one per process, as on Lambda)."""
 
 
 def reseed() -> None:
@@ -89,9 +102,9 @@ def _restore_begins() -> None:
     reseed()
 
 
-def restore_complete() -> None:
-    """The last after-restore hook: records the restore and its duration (hooks included)."""
-    lifecycle.mark_restored((time.perf_counter() - _restore_started) * 1000.0)
+def restore_ms() -> float:
+    """Time since the after-restore hooks began (the first one is registered when this module loads)."""
+    return (time.perf_counter() - _restore_started) * 1000.0
 
 
 register_after_restore(_restore_begins)

@@ -267,8 +267,9 @@ class EmbeddingService:
 
         With SnapStart this runs before the snapshot, so every restored copy starts warm.
         """
-        text = "The quick brown fox jumps over the lazy dog near the quiet river bank. " * 4
-        self.embed([text] * 8, EmbedOptions(truncate=True))
+        text = ("The quick brown fox jumps over the lazy dog near the quiet river bank. " * 4).strip()
+        count = min(8, self.settings.max_inputs)
+        self.embed([text[: self.settings.max_input_chars]] * count, EmbedOptions(truncate=True))
 
     def describe(self, threads: int) -> dict[str, Any]:
         """TEI's /info fields, plus what this service adds (backend, prompts, limits)."""

@@ -33,7 +33,6 @@ from lambda_common.errors import (
     ModelNotFound,
     RequestError,
 )
-from lambda_common.lifecycle import lifecycle
 from lambda_common.schemas import ModelCard, ModelList
 from lambda_common.streaming import Stream
 from llama_app.engine import Engine, Generation, GenerationRun, SamplingParams
@@ -222,6 +221,7 @@ class GeneratorApi:
 
     def _timings(self, gen: Generation, call: Invocation) -> Timings:
         t = gen.timings
+        lifecycle = self.app.lifecycle
         return Timings(
             cold_start=call.cold_start,
             start=call.start,
