@@ -147,6 +147,30 @@ def is_function_url_event(event: Any) -> bool:
     )
 
 
+class RawPayloadHandler:
+    """A handler that decodes the invocation's payload itself, with the same bounds as a request body.
+
+    The project's runtime loop passes such a handler the raw bytes (``raw_payload``), so a
+    direct payload Python's own JSON decoder would choke on (nesting past the recursion limit,
+    an integer of thousands of digits) is a 400 in the direct-invoke shape, not a runtime error.
+    """
+
+    raw_payload = True
+
+    def __init__(self, app: FunctionApp) -> None:
+        self.app = app
+
+    def __call__(self, payload: Any, context: Any) -> Any:
+        event = payload
+        if isinstance(payload, bytes | bytearray):  # from the runtime loop; in-process callers may pass JSON
+            try:
+                event = decode_json(bytes(payload), max_bytes=LAMBDA_PAYLOAD_LIMIT, what="payload")
+            except RequestError as error:
+                self.app.lifecycle.take_start()
+                return self.app._direct_error(error, self.app.native)
+        return self.app.handle(event, context, stream=True)
+
+
 class FunctionApp:
     """The routes of one function and the one way into them (see the module docstring)."""
 
@@ -257,9 +281,10 @@ class FunctionApp:
         """For a runtime that cannot stream (the AWS runtime client): every answer whole."""
         return self.handle(event, context, stream=False)
 
-    def streaming_handler(self, event: Any, context: Any) -> Any:
-        """For this project's runtime loop: a streamed answer comes back as a StreamingResponse."""
-        return self.handle(event, context, stream=True)
+    @property
+    def streaming_handler(self) -> RawPayloadHandler:
+        """For this project's runtime loop: the payload's bytes in, a StreamingResponse for a stream out."""
+        return RawPayloadHandler(self)
 
     def handle(self, event: Any, context: Any, *, stream: bool) -> Any:
         request_id = str(getattr(context, "aws_request_id", "") or "")

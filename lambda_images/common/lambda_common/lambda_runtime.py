@@ -340,11 +340,14 @@ def serve_one(api: RuntimeApi, handler: Handler, invocation: Invocation) -> None
         os.environ["_X_AMZN_TRACE_ID"] = trace
     else:
         os.environ.pop("_X_AMZN_TRACE_ID", None)
-    try:
-        event = json.loads(invocation.body) if invocation.body else None
-    except ValueError as exc:
-        api.invocation_error(invocation.request_id, error_json(exc, "Runtime.UnmarshalError"))
-        return
+    if getattr(handler, "raw_payload", False):
+        event: Any = invocation.body  # the handler decodes (and bounds) the payload itself
+    else:
+        try:
+            event = json.loads(invocation.body) if invocation.body else None
+        except (ValueError, RecursionError) as exc:
+            api.invocation_error(invocation.request_id, error_json(exc, "Runtime.UnmarshalError"))
+            return
     try:
         result = handler(event, invocation.context())
     except Exception as exc:
