@@ -50,6 +50,10 @@ class Deployed:
     timeout_s: int
     threads: int | None
     log_level: str
+    url_invoke_mode: str
+    """How the function's URL frames answers (RESPONSE_STREAM or BUFFERED), as FUNCTION_URL_INVOKE_MODE."""
+    snap_start: bool
+    """Deployed with SnapStart: a local run can then go through the snapshot lifecycle."""
     backend: str = "onnx"
 
 
@@ -74,12 +78,16 @@ def deployed_settings(cdk_json: Path = ROOT / "cdk.json") -> dict[FunctionKey, D
             timeout_s=config.llama.timeout_s,
             threads=config.llama.threads,
             log_level=config.log_level,
+            url_invoke_mode=config.llama.url_invoke_mode,
+            snap_start=config.llama.snap_start,
         ),
         "embeddings": Deployed(
             memory_mb=config.embeddings.memory_mb,
             timeout_s=config.embeddings.timeout_s,
             threads=config.embeddings.threads,
             log_level=config.log_level,
+            url_invoke_mode=config.embeddings.url_invoke_mode,
+            snap_start=config.embeddings.snap_start,
             backend=config.embeddings_model.backend,
         ),
     }

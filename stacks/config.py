@@ -380,6 +380,11 @@ class EmbeddingsFunctionConfig(FunctionConfig):
 
     model_config = ConfigDict(alias_generator=_prefixed("embeddings_"))
 
+    @property
+    def url_invoke_mode(self) -> UrlInvokeMode:
+        """Always BUFFERED, not a setting: each answer is one JSON document, nothing to stream."""
+        return "BUFFERED"
+
 
 def _local_model(value: str | None, info: ValidationInfo, *, folder: str, want_dir: bool) -> str | None:
     """A model under ``<folder>/models/`` of the build context, which must exist (None: download)."""

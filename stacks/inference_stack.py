@@ -79,7 +79,7 @@ class InferenceStack(Stack):
                 f"Text embeddings with {config.embeddings_model.source} ({config.embeddings_model.backend})"
             ),
             settings=config.embeddings,
-            url_invoke_mode="BUFFERED",  # one JSON answer per request: nothing to stream
+            url_invoke_mode=config.embeddings.url_invoke_mode,
             build_args=config.embeddings_model.build_args(),
             model_local_path=config.embeddings_model.local_path,
         )

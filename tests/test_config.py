@@ -47,6 +47,8 @@ def test_defaults_from_cdk_json() -> None:
     assert config.llama.provisioned_concurrency == 0
     assert config.llama.snap_start is config.embeddings.snap_start is False
     assert config.llama.url_invoke_mode == "RESPONSE_STREAM"
+    assert config.embeddings.url_invoke_mode == "BUFFERED"  # not a setting
+    assert "embeddings_url_invoke_mode" not in KNOWN_KEYS
     assert config.public_url_reserved_concurrency == 10
     assert config.llama.threads is None
     assert config.embeddings.threads is None
@@ -423,6 +425,11 @@ def test_the_local_runner_reads_cdk_json_and_has_no_copy_of_its_defaults(tmp_pat
         config.embeddings.memory_mb,
         config.embeddings_model.backend,
     )
+    assert (settings["llama"].url_invoke_mode, settings["embeddings"].url_invoke_mode) == (
+        "RESPONSE_STREAM",
+        "BUFFERED",
+    )
+    assert (settings["llama"].snap_start, settings["embeddings"].snap_start) == (False, False)
     # And without cdk.json there is nothing to fall back on: the error says which file is missing
     with pytest.raises(FileNotFoundError, match=r"cdk\.json is missing"):
         deployed_settings(tmp_path / "cdk.json")
