@@ -654,13 +654,28 @@ def read_events(stream: IO[bytes], until: str, timeout_s: float = 60.0) -> list[
             return events
 
 
-def _measure(use_mmap: bool, rounds: int, tokens: int) -> dict[str, object]:
-    """Cold start vs restore of the probe, one copy at a time, ``rounds`` times each."""
+def _evict_from_page_cache(path: Path) -> None:
+    """Drop a file's pages from the page cache, as if it had to be read from the (lazy) image again."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def _measure(use_mmap: bool, rounds: int, tokens: int, evict: bool) -> dict[str, object]:
+    """Cold start vs restore of the probe, one copy at a time, ``rounds`` times each.
+
+    With ``evict``, the model file leaves the page cache before each cold start
+    and each restore (no process maps it then), so mapped weights come from disk.
+    """
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     rows: list[dict[str, float]] = []
     for _ in range(rounds):
         with RestoreNextStandIn() as api:
             api.release()  # a normal cold start: restore/next answers at once
+            if evict:
+                _evict_from_page_cache(smollm2_path())
             started, wall = time.perf_counter(), time.time()
             cold = subprocess.run(
                 probe_command(api.address, use_mmap=use_mmap, tokens=tokens),
@@ -680,6 +695,8 @@ def _measure(use_mmap: bool, rounds: int, tokens: int) -> dict[str, object]:
             info = checkpoint(original.pid, Path(tmp) / "image", tcp="close")
             original.kill()
             api.release()
+            if evict:
+                _evict_from_page_cache(smollm2_path())
             wall = time.time()
             with restore(info.image_dir) as copy:
                 done = read_events(_piped(copy.stdout), "result")[-1]
@@ -700,7 +717,14 @@ def _measure(use_mmap: bool, rounds: int, tokens: int) -> dict[str, object]:
             }
         )
     medians = {key: statistics.median(row[key] for row in rows) for key in rows[0]}
-    return {"use_mmap": use_mmap, "rounds": rounds, "tokens": tokens, "median": medians, "rows": rows}
+    return {
+        "use_mmap": use_mmap,
+        "evict_model_cache": evict,
+        "rounds": rounds,
+        "tokens": tokens,
+        "median": medians,
+        "rows": rows,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -717,6 +741,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     measure.add_argument("--use-mmap", choices=["on", "off"], required=True)
     measure.add_argument("--rounds", type=int, default=3)
     measure.add_argument("--tokens", type=int, default=4)
+    measure.add_argument(
+        "--evict-model-cache", action="store_true", help="read the GGUF from disk, not the page cache"
+    )
     args = parser.parse_args(argv)
     if args.command == "probe":
         _probe(args.api, args.use_mmap == "on", args.tokens)
@@ -725,7 +752,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "check" or not ok:
         print(("available: " if ok else "not available: ") + reason)
         raise SystemExit(0 if ok else 1)
-    print(json.dumps(_measure(args.use_mmap == "on", args.rounds, args.tokens), indent=2))
+    print(
+        json.dumps(
+            _measure(args.use_mmap == "on", args.rounds, args.tokens, args.evict_model_cache), indent=2
+        )
+    )
 
 
 if __name__ == "__main__":

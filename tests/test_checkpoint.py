@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from local.checkpoint import RestoreNextStandIn
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+INVOCATION_NEXT = "/2018-06-01/runtime/invocation/next"
 
 
 @pytest.fixture(scope="module")
@@ -176,17 +178,55 @@ def lambda_handler(event, context):
 """
 
 
-def start_ric(api: RestoreNextStandIn, code_dir: Path) -> checkpoint.Spawned:
-    """The real awslambdaric (the embeddings runtime) in SnapStart mode, blocked on restore/next."""
+def start_runtime(api: RestoreNextStandIn, code_dir: Path, runtime: str) -> checkpoint.Spawned:
+    """A runtime (``awslambdaric`` for the embeddings function, ``lambda_common.lambda_runtime`` for
+    the generator) in SnapStart mode, its before-snapshot hook run, blocked on restore/next."""
     (code_dir / "handler.py").write_text(RIC_HANDLER)
     env = {key: value for key, value in ENV.items() if not key.startswith("AWS_")}
     env |= {"AWS_LAMBDA_RUNTIME_API": api.address, "AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start"}
-    env |= {"PYTHONPATH": str(code_dir)}
-    ric = checkpoint.spawn(
-        [sys.executable, "-m", "awslambdaric", "handler.lambda_handler"], env=env, cwd=code_dir
+    env |= {"PYTHONPATH": os.pathsep.join([str(code_dir), str(ROOT / "lambda_images" / "common")])}
+    process = checkpoint.spawn(
+        [sys.executable, "-m", runtime, "handler.lambda_handler"], env=env, cwd=code_dir
     )
-    assert api.arrived.wait(30), "awslambdaric never asked for restore/next"
-    return ric
+    assert api.arrived.wait(30), f"{runtime} never asked for restore/next"
+    assert process.stdout is not None
+    assert process.stdout.readline() == b"before_snapshot\n"
+    return process
+
+
+def start_ric(api: RestoreNextStandIn, code_dir: Path) -> checkpoint.Spawned:
+    return start_runtime(api, code_dir, "awslambdaric")
+
+
+@pytest.mark.slow
+def test_the_project_runtime_loop_takes_a_dropped_restore_next_for_a_restore_in_every_copy(
+    criu: None, stand_in: RestoreNextStandIn, tmp_path: Path
+) -> None:
+    # Given the generator's runtime loop blocked on restore/next after its before-snapshot hook
+    runtime = start_runtime(stand_in, tmp_path, "lambda_common.lambda_runtime")
+    copies: list[checkpoint.RestoredProcess] = []
+    try:
+        # When it is checkpointed with tcp="close" and two copies are restored at once
+        info = checkpoint.checkpoint(runtime.pid, tmp_path / "image", tcp="close")
+        runtime.wrapper.wait(10)
+        stand_in.release()
+        copies = [checkpoint.restore(info.image_dir) for _ in range(2)]
+        lines = []
+        for copy in copies:
+            assert copy.stdout is not None
+            lines.append(copy.stdout.readline())
+        deadline = time.monotonic() + 30
+        while stand_in.requests.count(INVOCATION_NEXT) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        runtime.kill()
+        for copy in copies:
+            copy.close()
+
+    # Then each copy runs its after-restore hooks and asks for an invocation, reporting no error
+    assert lines == [b"after_restore\n"] * 2
+    assert stand_in.requests.count(INVOCATION_NEXT) == 2, stand_in.requests
+    assert not [path for path, _, _ in stand_in.posts if path.endswith(("/init/error", "/restore/error"))]
 
 
 @pytest.mark.slow
@@ -225,8 +265,6 @@ def test_awslambdaric_restored_with_its_connection_kept_runs_its_after_restore_h
 ) -> None:
     # Given awslambdaric 4.2 blocked on restore/next after its before-snapshot hooks
     ric = start_ric(stand_in, tmp_path)
-    assert ric.stdout is not None
-    assert ric.stdout.readline() == b"before_snapshot\n"
     copy = None
     try:
         # When it is checkpointed with tcp="established", restored, and the held GET answered
@@ -236,6 +274,9 @@ def test_awslambdaric_restored_with_its_connection_kept_runs_its_after_restore_h
         stand_in.release()
         assert copy.stdout is not None
         line = copy.stdout.readline()
+        deadline = time.monotonic() + 30
+        while INVOCATION_NEXT not in stand_in.requests and time.monotonic() < deadline:
+            time.sleep(0.01)
     finally:
         ric.kill()
         if copy is not None:
@@ -244,7 +285,7 @@ def test_awslambdaric_restored_with_its_connection_kept_runs_its_after_restore_h
     # Then its after-restore hooks run and it goes on to ask for an invocation
     assert line == b"after_restore\n"
     assert stand_in.posts == []
-    assert stand_in.requests[0] == checkpoint.RESTORE_NEXT
+    assert stand_in.requests == [checkpoint.RESTORE_NEXT, INVOCATION_NEXT]
 
 
 def test_checkpoint_refuses_a_process_not_started_by_spawn(tmp_path: Path) -> None:
