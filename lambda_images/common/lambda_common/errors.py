@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from pydantic import BaseModel
+
 
 class RequestError(Exception):
     """A request this function refuses, or could not complete; the message says why to a caller."""
@@ -145,17 +147,42 @@ def default_status(error: RequestError) -> int:
     return 500
 
 
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIErrorBody(BaseModel):
+    """OpenAI's error envelope."""
+
+    error: OpenAIErrorDetail
+
+
+class DirectErrorDetail(OpenAIErrorDetail):
+    status: int
+
+
+class DirectErrorBody(BaseModel):
+    """The error a direct invoke returns (both functions): OpenAI's object plus the HTTP-equivalent status."""
+
+    error: DirectErrorDetail
+
+
 @dataclass(frozen=True)
 class ErrorFamily:
     """How one family of routes (OpenAI's, TEI's, llama.cpp's) reports errors.
 
     ``statuses`` overrides the default status of an error kind for this family
     (TEI answers validation problems with 422, for instance); ``body`` renders
-    an error in the family's shape.
+    an error in the family's shape, which ``model`` describes (for the OpenAPI
+    documents).
     """
 
     name: str
     statuses: Mapping[type[RequestError], int] = field(default_factory=dict)
+    model: type[BaseModel] = OpenAIErrorBody
 
     def status(self, error: RequestError) -> int:
         for kind in type(error).__mro__:

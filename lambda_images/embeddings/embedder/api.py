@@ -1,15 +1,29 @@
-"""The embedding function's routes, and how its errors look to TEI and OpenAI clients.
+"""The embedding function's HTTP API (its Function URL), and how its errors look to TEI and OpenAI clients.
 
-Routes (Function URL; a direct invoke picks ``/embed`` for ``{"inputs": ...}``
-and ``/v1/embeddings`` for ``{"input": ..., "model": ...}``):
+Routes; a direct `aws lambda invoke` takes `/embed`'s body (`{"inputs": ...}`,
+answered as a list of vectors) or `/v1/embeddings`' (`{"input": ..., "model":
+...}`) as its payload:
 
-- ``POST /`` and ``POST /embed``: TEI's embed, a list of vectors;
-- ``POST /v1/embeddings``: OpenAI's embeddings (float or base64);
-- ``POST /tokenize``: TEI's tokenize;
-- ``GET /info`` (TEI), ``GET /v1/models`` (OpenAI), ``GET /health`` (public in API-key mode).
+- `POST /` and `POST /embed`: Hugging Face TEI's embed, one vector per input;
+- `POST /v1/embeddings`: OpenAI's embeddings (float, or base64 of float32);
+- `POST /tokenize`: TEI's tokenize;
+- `GET /info` (TEI), `GET /v1/models` (OpenAI), `GET /health` (public in API-key mode).
 
-Errors: OpenAI's shape on ``/v1/...``; TEI's ``{"error", "error_type"}``
-elsewhere, with TEI's statuses (422 for a request TEI cannot validate).
+Request bodies are JSON objects, strict: an unknown field or a wrong type is an
+error that names the field. Errors come in OpenAI's shape on `/v1/...` and in
+TEI's `{"error", "error_type"}` elsewhere, with TEI's statuses (422 for a value
+TEI cannot use). A direct invoke's error is
+`{"error": {"message", "type", "param", "code", "status"}}`.
+
+Authentication depends on the deployment (`function_url_auth`): AWS_IAM URLs
+need SigV4-signed requests (service `lambda`); API_KEY URLs need
+`Authorization: Bearer <key>` on every route but `GET /health`.
+
+Limits (GET /info reports them): MAX_INPUTS inputs (256) of MAX_INPUT_CHARS
+characters (50,000) each, the model's token limit per input (413, or
+`truncate: true`), a 6 MB request; an answer that could pass Lambda's 6 MB
+response limit is refused before any work, saying how many inputs fit; work
+that cannot finish before the invocation's deadline is refused up front (503).
 """
 
 from __future__ import annotations
@@ -17,6 +31,8 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from typing import Any
+
+from pydantic import BaseModel, Field
 
 from embedder.schemas import (
     EmbeddingsUsage,
@@ -73,6 +89,13 @@ _TEI_ERROR_TYPES: tuple[tuple[type[RequestError], str], ...] = (
 )
 
 
+class TeiErrorBody(BaseModel):
+    """TEI's error body."""
+
+    error: str
+    error_type: str = Field(description="Validation, Empty, Tokenizer, Backend, Overloaded, Unhealthy, ...")
+
+
 class TeiErrors(ErrorFamily):
     """TEI's error body: ``{"error": message, "error_type": Validation|Empty|Backend|...}``."""
 
@@ -81,7 +104,11 @@ class TeiErrors(ErrorFamily):
         return {"error": error.message, "error_type": kind or ("Backend" if status >= 500 else "Validation")}
 
 
-TEI = TeiErrors("tei", statuses={InvalidRequest: 422, InvalidBody: 400, EmptyInput: 400, TooLarge: 413})
+TEI = TeiErrors(
+    "tei",
+    statuses={InvalidRequest: 422, InvalidBody: 400, EmptyInput: 400, TooLarge: 413},
+    model=TeiErrorBody,
+)
 
 
 def _tei_headers(embedded: Embedded, compute_type: str) -> dict[str, str]:
@@ -104,6 +131,8 @@ def _tei_headers(embedded: Embedded, compute_type: str) -> dict[str, str]:
 
 class EmbeddingsApi:
     """The routes over one EmbeddingService (none: only the route table, for the OpenAPI document)."""
+
+    TITLE = "Text embeddings (Lambda Function URL)"
 
     def __init__(self, service: EmbeddingService | None = None, *, threads: int = 1) -> None:
         self._service = service

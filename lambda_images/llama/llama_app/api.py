@@ -1,18 +1,33 @@
-"""The generator's routes, and how its errors look to OpenAI and llama.cpp clients.
+"""The llama.cpp generator's HTTP API (its Function URL), and how its errors look.
 
-Routes (Function URL; a direct invoke is ``POST /``'s payload):
+Routes; a direct `aws lambda invoke` takes the body of `POST /` as its payload
+and returns the same answer:
 
-- ``POST /``: the llama.cpp-style payload (``{"prompt": "llamas are", "n-generate": 1}``
-  or ``messages``), answered whole or, with ``stream: true``, as llama.cpp
-  server's ``/completion`` events;
-- ``POST /v1/completions``, ``POST /v1/chat/completions``: OpenAI's, with
-  ``stream: true`` answered as OpenAI's server-sent events, token by token;
-- ``GET /v1/models``, ``GET /health`` (public in API-key mode);
-- ``POST /tokenize``, ``POST /detokenize``: llama.cpp server's.
+- `POST /`: the llama.cpp-style payload (`{"prompt": "llamas are", "n-generate": 1}`,
+  or chat `messages` rendered with the model's own template), answered whole, or
+  with `stream: true` as llama.cpp server's `/completion` events, token by token;
+- `POST /v1/completions`, `POST /v1/chat/completions`: OpenAI's; with
+  `stream: true` OpenAI's server-sent events, sent as the tokens are generated
+  (Function URL in RESPONSE_STREAM mode, or `InvokeWithResponseStream`);
+- `GET /v1/models`, `GET /health` (public in API-key mode);
+- `POST /tokenize`, `POST /detokenize`: llama.cpp server's.
 
-Errors: OpenAI's shape on ``/v1/...``; llama.cpp server's
-``{"error": {"code", "type", "message"}}`` elsewhere. A stream that fails after
-its first byte ends with an error event in the same shape.
+Request bodies are JSON objects, strict: an unknown field, a string where a
+number belongs or a value out of range is a 400 that names the field. Errors
+come in OpenAI's shape on `/v1/...` and in llama.cpp server's
+`{"error": {"code", "type", "message"}}` elsewhere; a stream that fails after
+its first byte ends with an error event in the same shape. A direct invoke's
+error is `{"error": {"message", "type", "param", "code", "status"}}`.
+
+Authentication depends on the deployment (`function_url_auth`): AWS_IAM URLs
+need SigV4-signed requests (service `lambda`); API_KEY URLs need
+`Authorization: Bearer <key>` on every route but `GET /health`.
+
+Limits: the body is at most MAX_BODY_BYTES (1 MiB by default, 413 beyond);
+`max_tokens` at most MAX_TOKENS_LIMIT (4096, 400 beyond); prompt and answer fit
+the context window (N_CTX, 4096). Generation stops before the invocation's
+deadline and returns what is done (`finish_reason` `deadline` on `POST /`,
+`length` with `deadline_reached: true` on the OpenAI routes).
 """
 
 from __future__ import annotations
@@ -22,6 +37,8 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
+
+from pydantic import BaseModel, Field
 
 from lambda_common.app import FunctionApp, Invocation
 from lambda_common.errors import (
@@ -75,6 +92,19 @@ _LLAMA_ERROR_TYPES = {
 }
 
 
+class LlamaCppErrorDetail(BaseModel):
+    code: int = Field(description="The HTTP status.")
+    type: str
+    message: str
+    param: str | None = None
+
+
+class LlamaCppErrorBody(BaseModel):
+    """llama.cpp server's error envelope."""
+
+    error: LlamaCppErrorDetail
+
+
 class LlamaCppErrors(ErrorFamily):
     """llama.cpp server's error envelope: ``{"error": {"code": <HTTP status>, "type", "message"}}``."""
 
@@ -91,7 +121,7 @@ class LlamaCppErrors(ErrorFamily):
         return {"error": body}
 
 
-LLAMA_CPP = LlamaCppErrors("llama.cpp")
+LLAMA_CPP = LlamaCppErrors("llama.cpp", model=LlamaCppErrorBody)
 
 
 def sse(data: Any) -> bytes:
@@ -135,6 +165,8 @@ def _chat_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
 
 class GeneratorApi:
     """The routes over one Engine (none: only the route table, for the OpenAPI document)."""
+
+    TITLE = "llama.cpp generator (Lambda Function URL)"
 
     def __init__(self, engine: Engine | None = None, settings: LlamaSettings | None = None) -> None:
         self._engine = engine
