@@ -387,8 +387,8 @@ class Engine:
             total += len(data)
             if total > limit_bytes:
                 raise TooLarge(
-                    f"the text of these tokens passes {limit_bytes:,} bytes at token {index}, over what one "
-                    f"answer may hold; send at most {index} tokens per request",
+                    f"the text of these tokens passes the {limit_bytes:,}-byte limit of a response at token "
+                    f"{index}; send at most {index} tokens per request",
                     param="tokens",
                 )
             out.append(data)
