@@ -305,7 +305,8 @@ def direct(key: str, payload: Any, *, remaining_ms: int = 60_000) -> Any:
 
 def direct_error(answer: Any) -> dict[str, Any]:
     """A direct answer that must be the one direct error shape; returns its error object."""
-    return DirectErrorBody.model_validate(answer).error.model_dump()
+    error: dict[str, Any] = DirectErrorBody.model_validate(answer).error.model_dump()
+    return error
 
 
 @pytest.mark.parametrize("key", sorted(SUBJECTS))
