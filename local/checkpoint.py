@@ -22,8 +22,9 @@ What a restored copy sees (docs/snapstart-local.md has the measurements):
   connection with an nftables table from the dump until a restore (or
   :func:`remove_image`) lifts it.
 - Its stdout and stderr, if they were pipes, are new pipes that this process
-  reads (or any file given to :func:`restore`); files it had open are reopened
-  by path and must still have the size they had at the dump.
+  reads (or any file given to :func:`restore`); output the original left
+  unread stays in the original's pipe, it is not replayed. Files it had open
+  are reopened by path (a log opened for appending may have grown meanwhile).
 - Memory, random state included, is restored byte for byte: copies draw the
   same random numbers unless an after-restore hook reseeds them. Its
   monotonic clock goes on from the checkpoint (CRIU restores it in a time
