@@ -3,9 +3,12 @@
     python -m local [--only llama|embeddings] [--llama-model FILE.gguf]
                     [--embeddings-model SENTENCE_TRANSFORMERS_FOLDER] [--api-key KEY] [ports...]
 
-Each function is its real handler under the real ``awslambdaric`` behind the
-real Lambda Runtime Interface Emulator, with the memory size, timeout and
-log level ``cdk.json`` deploys. Ports (flags, or environment variables of
+Each function is its real handler under the runtime its image runs (the
+generator: the project's streaming runtime loop; the embeddings function:
+``awslambdaric``), started by a local stand-in for Lambda's Runtime API
+(``local.runtime_api``) with the memory size, timeout, log level, URL invoke
+mode and SnapStart setting ``cdk.json`` deploys: the generator's URL streams
+tokens as they are generated (RESPONSE_STREAM). Ports (flags, or environment variables of
 the same name in upper case, e.g. ``LLAMA_URL_PORT``): Invoke API
 9000 (llama) / 9001 (embeddings), Function URL 8080 / 8081. Function logs are
 echoed to the console with a prefix and kept in ``.cache/local/logs/``.
@@ -26,9 +29,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from local.functions import DEFAULT_PORTS, FUNCTION_KEYS, LocalOptions, build_plans
 from local.stack import LOG_DIR, LocalStack, RunningFunction
+from local.url_front import INVOKE_MODES
 
 echo = functools.partial(print, flush=True)
 
@@ -65,13 +70,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), help="handler log level"
     )
-    parser.add_argument("--verbose", action="store_true", help="also echo the emulator's own log lines")
+    parser.add_argument(
+        "--verbose", action="store_true", help="also echo the platform's START/END/REPORT log lines"
+    )
+    parser.add_argument(
+        "--snap-start",
+        action="append",
+        choices=FUNCTION_KEYS,
+        default=[],
+        help="run this function through the SnapStart lifecycle (before-snapshot hooks, restore, "
+        "after-restore hooks) even if cdk.json does not deploy it with SnapStart; repeatable",
+    )
     parser.add_argument(
         "--log-dir", type=Path, default=LOG_DIR, help="where the functions' logs go (default %(default)s)"
     )
     for key in FUNCTION_KEYS:
         parser.add_argument(f"--{key}-memory-mb", type=int, help="memory size (default: cdk.json)")
         parser.add_argument(f"--{key}-timeout-s", type=int, help="timeout in seconds (default: cdk.json)")
+        parser.add_argument(
+            f"--{key}-url-invoke-mode",
+            choices=INVOKE_MODES,
+            help="Function URL invoke mode (default: cdk.json; the embeddings URL is BUFFERED)",
+        )
     for key in FUNCTION_KEYS:
         invoke_port, url_port = DEFAULT_PORTS[key]
         parser.add_argument(
@@ -112,10 +132,12 @@ def options_from(args: argparse.Namespace) -> LocalOptions:
         log_level=args.log_level,
         memory_mb=_per_function(args, "memory_mb"),
         timeout_s=_per_function(args, "timeout_s"),
+        url_invoke_mode=_per_function(args, "url_invoke_mode"),
+        snap_start=dict.fromkeys(args.snap_start, True),
     )
 
 
-def _per_function(args: argparse.Namespace, name: str) -> dict[str, int]:
+def _per_function(args: argparse.Namespace, name: str) -> dict[str, Any]:
     values = {key: getattr(args, f"{key}_{name}") for key in FUNCTION_KEYS}
     return {key: value for key, value in values.items() if value is not None}
 
@@ -160,15 +182,31 @@ def examples(stack: LocalStack, api_key: str | None) -> list[str]:
             "messages": [{"role": "user", "content": "Name three llama facts."}],
             "max_tokens": 64,
         }
+        streamed = {**chat, "stream": True}
         lines += [
             "  # Function URL (curl, OpenAI-style)",
             f"  curl -s {llama.url}/v1/chat/completions -H 'content-type: application/json'{auth} \\",
             f"    -d {shlex.quote(json.dumps(chat))}",
+        ]
+        if llama.plan.url_invoke_mode == "RESPONSE_STREAM":
+            lines += [
+                "  # ... streamed: tokens arrive as server-sent events while they are generated",
+                f"  curl -N {llama.url}/v1/chat/completions -H 'content-type: application/json'{auth} \\",
+                f"    -d {shlex.quote(json.dumps(streamed))}",
+            ]
+        lines += [
             "  # Lambda Invoke API: the AWS CLI wants credentials (any: the emulator ignores them);",
             "  # AWS CLI v2 also needs --cli-binary-format raw-in-base64-out (v1 rejects that option)",
             "  AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1 \\",
             f"    aws lambda invoke --endpoint-url {llama.endpoint} --function-name function \\",
             """    --payload '{"prompt": "llamas are", "n-generate": 16}' /dev/stdout""",
+            "  # ... streamed with boto3 (no AWS CLI has invoke-with-response-stream)",
+            f'  AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local .venv/bin/python -c "import boto3; '
+            f"r = boto3.client('lambda', endpoint_url='{llama.endpoint}', region_name='us-east-1')"
+            ".invoke_with_response_stream(FunctionName='function', "
+            """Payload=b'{\\"prompt\\": \\"llamas are\\", \\"n-generate\\": 16, \\"stream\\": true}'); """
+            "[print(e['PayloadChunk']['Payload'].decode(), end='', flush=True) "
+            "for e in r['EventStream'] if 'PayloadChunk' in e]\"",
             "  # OpenAI SDK",
             *_python_example(
                 f"c = OpenAI(base_url='{llama.url}/v1', api_key='{sdk_key}')",
@@ -195,9 +233,10 @@ def banner(stack: LocalStack, api_key: str | None) -> str:
     lines = ["", "Serving (Ctrl-C stops everything):"]
     for function in stack.functions.values():
         spec = function.plan.spec
+        snap = ", SnapStart lifecycle" if function.plan.snap_start else ""
         lines += [
             f"  {function.key:<11} {function.plan.description}",
-            f"    Function URL  {function.url}",
+            f"    Function URL  {function.url}   (invoke mode {function.plan.url_invoke_mode}{snap})",
             f"    Invoke API    {function.endpoint}   (function name: function; "
             f"{spec.memory_mb} MB, timeout {spec.timeout_s} s)",
         ]
@@ -222,9 +261,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         stack.warm_up()
         echo(banner(stack, options.api_key))
         while True:
-            dead = stack.dead_emulators()
+            dead = stack.dead_functions()
             if dead:
-                echo(f"the emulator of {', '.join(dead)} exited; stopping (see {args.log_dir})")
+                echo(f"the Runtime API of {', '.join(dead)} stopped; stopping (see {args.log_dir})")
                 return 1
             time.sleep(0.5)
     except KeyboardInterrupt:

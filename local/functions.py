@@ -29,6 +29,7 @@ from typing import Literal
 from local.models import EMBEDDINGS_MODEL_ID, embedded_embeddings_model, embedded_gguf
 from local.rie import IMAGES, ROOT, FunctionSpec
 from local.stack import FunctionPlan
+from local.url_front import INVOKE_MODES, InvokeMode
 
 FunctionKey = Literal["llama", "embeddings"]
 FUNCTION_KEYS: tuple[FunctionKey, ...] = ("llama", "embeddings")
@@ -114,6 +115,10 @@ class LocalOptions:
     """Timeout per function key, instead of cdk.json's."""
     extra_environment: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     """More variables per function key (tests tighten generation limits this way)."""
+    url_invoke_mode: Mapping[str, InvokeMode] = field(default_factory=dict)
+    """Function URL invoke mode per function key, instead of cdk.json's."""
+    snap_start: Mapping[str, bool] = field(default_factory=dict)
+    """Whether to run the SnapStart lifecycle, per function key, instead of cdk.json's ``*_snap_start``."""
 
     def selected(self) -> tuple[FunctionKey, ...]:
         return (self.only,) if self.only else FUNCTION_KEYS
@@ -131,8 +136,17 @@ def _common_environment(key: FunctionKey, deployed: Deployed, options: LocalOpti
         env["N_THREADS"] = str(deployed.threads)
     if options.api_key:
         env["API_KEY"] = options.api_key
+    # The stack sets it on both functions: the handler frames URL answers for the URL's invoke mode.
+    env["FUNCTION_URL_INVOKE_MODE"] = _url_invoke_mode(key, deployed, options)
     env.update(options.extra_environment.get(key, {}))
     return env
+
+
+def _url_invoke_mode(key: FunctionKey, deployed: Deployed, options: LocalOptions) -> InvokeMode:
+    mode = options.url_invoke_mode.get(key, deployed.url_invoke_mode)
+    if mode not in INVOKE_MODES:
+        raise ValueError(f"{key}: URL invoke mode must be one of {', '.join(INVOKE_MODES)}, not {mode!r}")
+    return mode  # type: ignore[return-value]  # checked just above
 
 
 def _tree_fingerprint(folder: Path) -> str:
@@ -268,4 +282,6 @@ def _plan(
         invoke_port=ports[0],
         url_port=ports[1],
         description=description,
+        url_invoke_mode=_url_invoke_mode(key, settings, options),
+        snap_start=options.snap_start.get(key, settings.snap_start),
     )

@@ -3,13 +3,15 @@
 For each function::
 
     Function URL front (8080/8081) ─┐
-                                    ├─> FunctionInvoker ─> RIE ─> awslambdaric ─> handler
-    Invoke API (9000/9001) ─────────┘   (one at a time)
+                                    ├─> LocalFunction ──> Runtime API stand-in ──> runtime process
+    Invoke API (9000/9001) ─────────┘   (one at a time)   (local.runtime_api)      (the image's ENTRYPOINT)
 
-The emulator (``local.rie.EmulatedFunction``) listens on a private port; the
-two public ports share one ``FunctionInvoker`` so that the emulator never sees
-two invokes at once. Its output (the runtime's logs and the emulator's own)
-goes to a log file that a ``LogTail`` thread echoes to the console.
+``local.runtime_api.LocalFunction`` plays Lambda's side of the Runtime API and
+passes a streamed answer on piece by piece, so the generator's URL (invoke
+mode RESPONSE_STREAM, as deployed) and ``InvokeWithResponseStream`` deliver
+tokens as they are generated. The runtime's output and the platform's lines
+(START, END, REPORT, INIT_REPORT) go to a log file that a ``LogTail`` thread
+echoes to the console.
 """
 
 from __future__ import annotations
@@ -23,14 +25,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from local.invoke_api import InvokeApi
-from local.invoker import FunctionInvoker, InvokeOutcome
-from local.rie import ROOT, EmulatedFunction, FunctionSpec
-from local.url_front import FunctionUrlFront, build_event, map_response
+from local.rie import ROOT, FunctionSpec
+from local.runtime_api import LocalFunction, Snapshots
+from local.url_front import (
+    FunctionUrlFront,
+    HttpAnswer,
+    InvokeMode,
+    build_event,
+    map_response,
+    map_streamed_response,
+)
 
 Echo = Callable[[str], None]
 
 LOG_DIR = ROOT / ".cache" / "local" / "logs"
-INIT_REPORT = re.compile(r"INIT REPORT\(durationMs: ([0-9.]+)\)")
+INIT_REPORT = re.compile(
+    r"INIT REPORT\(durationMs: (?P<rie>[0-9.]+)\)"
+    r"|(?:INIT_REPORT |REPORT RequestId: .*)Init Duration: (?P<ms>[0-9.]+) ms"
+)
+"""An init's duration: Lambda's INIT_REPORT, a cold start's REPORT, or the emulator's INIT REPORT line."""
 # The emulator's own chatter and per-invoke markers; shown with --verbose only.
 _QUIET = re.compile(r"\(rapid\)|^(START|END) RequestId:|^REPORT RequestId:")
 
@@ -47,6 +60,10 @@ class FunctionPlan:
     url_port: int
     """Function URL port; 0 picks a free one."""
     description: str = ""
+    url_invoke_mode: InvokeMode = "BUFFERED"
+    """How the Function URL answers: BUFFERED, or RESPONSE_STREAM (as the piece-by-piece answer comes)."""
+    snap_start: bool = False
+    """Initialise with ``AWS_LAMBDA_INITIALIZATION_TYPE=snap-start`` and go through the restore lifecycle."""
 
 
 class LogTail(threading.Thread):
@@ -86,7 +103,7 @@ class LogTail(threading.Thread):
     def _line(self, line: str) -> None:
         match = INIT_REPORT.search(line)
         if match:
-            self.init_ms = float(match.group(1))
+            self.init_ms = float(match["rie"] or match["ms"])
         if self.verbose or not _QUIET.search(line):
             self.echo(f"[{self.prefix}] {line}")
 
@@ -96,8 +113,7 @@ class RunningFunction:
     """A started function and the servers in front of it."""
 
     plan: FunctionPlan
-    emulated: EmulatedFunction
-    invoker: FunctionInvoker
+    function: LocalFunction
     invoke_api: InvokeApi
     url_front: FunctionUrlFront
     log: LogTail
@@ -117,17 +133,17 @@ class RunningFunction:
         return self.invoke_api.url
 
     def runtime_pids(self) -> list[int]:
-        """The runtime process (and any children) behind the emulator."""
-        return self.emulated.runtime_pids()
+        """The runtime process (and any children) of the current execution environment."""
+        return self.function.runtime_pids()
 
     def emulator_alive(self) -> bool:
-        process = self.emulated.process
-        return process is not None and process.poll() is None
+        """True while the Runtime API stand-in serves (a crashed runtime is replaced at the next invoke)."""
+        return self.function.alive()
 
     def call(
         self, method: str, target: str, body: bytes = b"", headers: Mapping[str, str] | None = None
     ) -> tuple[int, bytes, str | None]:
-        """Send one request through the Function URL path without HTTP (used for warm-up)."""
+        """Send one request through the Function URL path without HTTP (warm-up, the banner's model name)."""
         event = build_event(
             method=method,
             target=target,
@@ -136,8 +152,12 @@ class RunningFunction:
             source_ip="127.0.0.1",
             url_id=self.key,
         )
-        outcome: InvokeOutcome = self.invoker.invoke(json.dumps(event).encode())
-        answer, note = map_response(outcome)
+        outcome = self.function.invoke(json.dumps(event).encode()).result()
+        answer: HttpAnswer
+        if self.plan.url_invoke_mode == "RESPONSE_STREAM":
+            answer, note = map_streamed_response(outcome)
+        else:
+            answer, note = map_response(outcome)
         return answer.status, answer.body, note
 
 
@@ -149,6 +169,8 @@ class LocalStack:
     echo: Echo = print
     verbose: bool = False
     log_dir: Path = LOG_DIR
+    snapshots: Callable[[], Snapshots] | None = None
+    """Makes the SnapStart seam of each function whose plan has snap_start (default: in place)."""
     functions: dict[str, RunningFunction] = field(default_factory=dict)
 
     def start(self) -> LocalStack:
@@ -166,27 +188,27 @@ class LocalStack:
         log_path.write_bytes(b"")  # one run per file
         tail = LogTail(log_path, plan.key, self.echo, verbose=self.verbose)
         tail.start()
-        emulated = EmulatedFunction(plan.spec, log_path=log_path)
+        snapshots = self.snapshots() if self.snapshots is not None and plan.snap_start else None
+        function = LocalFunction(plan.spec, log_path, snap_start=plan.snap_start, snapshots=snapshots)
         try:
-            emulated.start()
-            # The emulator enforces the timeout; the margin covers an init run inside the first invoke.
-            invoker = FunctionInvoker(emulated.invoke_url, timeout_s=plan.spec.timeout_s + 60)
+            function.start()
             url_front = FunctionUrlFront(
-                invoker,
+                function,
                 port=plan.url_port,
                 url_id=plan.key,
+                invoke_mode=plan.url_invoke_mode,
                 log=lambda line: self.echo(f"[{plan.key} url] {line}"),
             )
             invoke_api = InvokeApi(
-                invoker, port=plan.invoke_port, log=lambda line: self.echo(f"[{plan.key} invoke] {line}")
+                function, port=plan.invoke_port, log=lambda line: self.echo(f"[{plan.key} invoke] {line}")
             )
         except BaseException:
-            emulated.stop()
+            function.stop()
             tail.stop()
             raise
         url_front.start()
         invoke_api.start()
-        return RunningFunction(plan, emulated, invoker, invoke_api, url_front, tail, log_path)
+        return RunningFunction(plan, function, invoke_api, url_front, tail, log_path)
 
     def warm_up(self, *, progress_every_s: float = 5.0) -> dict[str, float]:
         """Run each function's init with a GET /health; report progress and the time each took.
@@ -233,14 +255,15 @@ class LocalStack:
             raise RuntimeError("a function did not start:\n  " + "\n  ".join(failures))
         return timings
 
-    def dead_emulators(self) -> list[str]:
+    def dead_functions(self) -> list[str]:
+        """The functions whose Runtime API stand-in stopped serving."""
         return [key for key, function in self.functions.items() if not function.emulator_alive()]
 
     def stop(self) -> None:
         for function in reversed(list(self.functions.values())):
             function.url_front.stop()
             function.invoke_api.stop()
-            function.emulated.stop()
+            function.function.stop()
             function.log.stop()
         self.functions.clear()
 

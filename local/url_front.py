@@ -1,8 +1,9 @@
-"""A local stand-in for a Lambda Function URL (auth type NONE, invoke mode BUFFERED).
+"""A local stand-in for a Lambda Function URL (auth type NONE), in either invoke mode.
 
 Plain HTTP in; out to the function goes the payload-format-2.0 event a real
 Function URL builds; the function's answer comes back mapped the way Lambda
-maps it (AWS Lambda developer guide, "Invoking Lambda function URLs"):
+maps it (AWS Lambda developer guide, "Invoking Lambda function URLs" and
+"Invoking a response streaming enabled function using Lambda function URLs"):
 
 - request headers are lower-cased, repeated ones joined with commas; cookies
   move from the ``cookie`` header to ``cookies``; repeated query parameters
@@ -14,16 +15,26 @@ maps it (AWS Lambda developer guide, "Invoking Lambda function URLs"):
   ``application/javascript`` are text; anything else, a missing content type
   and even ``application/x-www-form-urlencoded`` is base64. A text body that is
   not valid UTF-8 is base64-encoded too, so no byte is ever lost;
-- an answer with a ``statusCode`` is a structured response (status, headers,
-  cookies as ``Set-Cookie`` headers, body, base64 body); any other JSON answer
-  is sent as it is with status 200 and ``content-type: application/json``;
+- invoke mode ``BUFFERED``: the whole answer, 6 MB at most. One with a
+  ``statusCode`` is a structured response (status, headers, cookies as
+  ``Set-Cookie`` headers, body, base64 body); any other JSON answer is sent as
+  it is with status 200 and ``content-type: application/json``;
+- invoke mode ``RESPONSE_STREAM``: the answer is sent as it is produced, with
+  chunked transfer encoding, each piece flushed as it arrives. An answer in
+  Lambda's HTTP-integration framing (content type
+  ``application/vnd.awslambda.http-integration-response``: a JSON prelude with
+  ``statusCode``, ``headers`` and ``cookies``, eight NUL bytes, then the body)
+  gets its status and headers from the prelude; any other answer is the body
+  as it is, status 200, with the function's own content type. An HTTP client
+  that disconnects cancels the invoke, which stops the function's stream;
 - a function error (an exception, a timeout, a crashed runtime) or an answer
-  that is not a valid response is a 502, with the details in the console log.
+  that is not a valid response is a 502 when nothing was sent yet, with the
+  details in the console log; after the first byte the body just ends.
 
 Built on the standard library's ``ThreadingHTTPServer``: no dependency to pin,
 and raw access to repeated headers and the exact request target, which web
-frameworks normalise away. Requests queue in ``FunctionInvoker``, since the
-emulator serves one at a time.
+frameworks normalise away. Invokes queue in ``local.runtime_api.LocalFunction``,
+which runs one at a time.
 """
 
 from __future__ import annotations
@@ -31,6 +42,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import select
+import socket
 import threading
 import time
 import uuid
@@ -39,10 +52,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any, Literal, Self
 from urllib.parse import parse_qsl, urlsplit
 
-from local.invoker import FunctionInvoker, InvokeOutcome
+from local.runtime_api import HTTP_INTEGRATION, Call, Done, Event, Head, InvokeOutcome, LocalFunction
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 """Lambda's buffered request and response payload limit (6 MB)."""
@@ -54,6 +67,13 @@ TEXT_MEDIA_TYPES = frozenset({"application/json", "application/xml", "applicatio
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade"}
 )
+
+PRELUDE_DELIMITER = b"\0" * 8
+MAX_PRELUDE_BYTES = 64 * 1024
+"""A streamed answer whose prelude has not ended after this many bytes is refused (502)."""
+
+InvokeMode = Literal["BUFFERED", "RESPONSE_STREAM"]
+INVOKE_MODES: tuple[InvokeMode, ...] = ("BUFFERED", "RESPONSE_STREAM")
 
 Logger = Callable[[str], None]
 
@@ -208,6 +228,40 @@ def map_response(outcome: InvokeOutcome) -> tuple[HttpAnswer, str | None]:
     return HttpAnswer(status, headers, body), None
 
 
+def parse_prelude(raw: bytes) -> tuple[int, list[tuple[str, str]]] | str:
+    """The status and headers of an HTTP-integration prelude, or why it is not a valid one."""
+    try:
+        prelude = json.loads(raw) if raw.strip() else {}
+    except (ValueError, UnicodeDecodeError):
+        return "the prelude of the streamed answer is not JSON"
+    if not isinstance(prelude, dict):
+        return "the prelude of the streamed answer is not a JSON object"
+    status = prelude.get("statusCode", 200)
+    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+        return f"invalid statusCode {status!r} in the prelude"
+    headers_in = prelude.get("headers") or {}
+    cookies = prelude.get("cookies") or []
+    if not isinstance(headers_in, Mapping) or not isinstance(cookies, list):
+        return "the prelude's headers must be an object and its cookies a list"
+    headers = [(str(name), str(value)) for name, value in headers_in.items()]
+    headers.extend(("set-cookie", str(cookie)) for cookie in cookies)
+    return status, headers
+
+
+def map_streamed_response(outcome: InvokeOutcome) -> tuple[HttpAnswer, str | None]:
+    """A RESPONSE_STREAM URL's answer made of a whole invoke (for callers that do not stream)."""
+    if outcome.function_error is not None:
+        return bad_gateway(), f"function error: {outcome.body[:500].decode('utf-8', 'replace')}"
+    if outcome.content_type.split(";", 1)[0].strip().lower() != HTTP_INTEGRATION:
+        return HttpAnswer(200, [("content-type", outcome.content_type)], outcome.body), None
+    raw, found, body = outcome.body.partition(PRELUDE_DELIMITER)
+    parsed = parse_prelude(raw) if found else "the streamed answer has no prelude delimiter"
+    if isinstance(parsed, str):
+        return bad_gateway(), parsed
+    status, headers = parsed
+    return HttpAnswer(status, headers, body), None
+
+
 class _RequestTooLarge(Exception):
     pass
 
@@ -276,6 +330,10 @@ class FunctionUrlHandler(BaseHTTPRequestHandler):
             chunks.append(self.rfile.read(size))
             self.rfile.readline(8)  # CRLF after the chunk
 
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # each chunk leaves at once
+
     def _send(self, answer: HttpAnswer, request_id: str) -> None:
         self.send_response(answer.status)
         for name, value in answer.headers:
@@ -311,23 +369,152 @@ class FunctionUrlHandler(BaseHTTPRequestHandler):
                 server_port=self.server.server_address[1],
                 request_id=request_id,
             )
-            outcome = self.server.invoker.invoke(json.dumps(event).encode())
-            answer, note = map_response(outcome)
+            call = self.server.function.invoke(json.dumps(event).encode())
+            if self.server.invoke_mode == "RESPONSE_STREAM":
+                status, note = self._stream(call, request_id)
+                self._access(started, status, note)
+                return
+            answer, note = map_response(call.result())
         self._send(answer, request_id)
+        self._access(started, answer.status, note)
+
+    def _access(self, started: float, status: int | str, note: str | None) -> None:
         elapsed_ms = (time.perf_counter() - started) * 1000
-        line = f"{self.command} {self.path} -> {answer.status} ({elapsed_ms:.0f} ms)"
+        line = f"{self.command} {self.path} -> {status} ({elapsed_ms:.0f} ms)"
         self.server.log(line + (f": {note}" if note else ""))
+
+    # -- RESPONSE_STREAM
+
+    def _client_gone(self) -> bool:
+        """True when the HTTP client closed its connection (it reads as the end of the stream)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
+    def _next_event(self, call: Call) -> Event | None:
+        """The invoke's next event; None (and the invoke cancelled) once the client has gone."""
+        while True:
+            event = call.next_event(0.2)
+            if event is not None:
+                return event
+            if self._client_gone():
+                call.cancel()
+                return None
+
+    def _stream(self, call: Call, request_id: str) -> tuple[int | str, str | None]:
+        """Send the answer as the function produces it; the status sent (or why none was) and a note."""
+        head: Head | None = None
+        ended: Done | None = None
+        buffered = b""
+        while ended is None:
+            event = self._next_event(call)
+            if event is None:
+                return "gone", "the client went away before the answer began"
+            if isinstance(event, Done):
+                if event.error is not None or head is None:
+                    detail = (
+                        event.error.payload[:500].decode("utf-8", "replace") if event.error else "no answer"
+                    )
+                    self._send(bad_gateway(), request_id)
+                    return 502, f"function error: {detail}"
+                ended = event  # the whole answer arrived before the prelude ended
+                continue
+            if isinstance(event, Head):
+                head = event
+                if event.content_type.split(";", 1)[0].strip().lower() != HTTP_INTEGRATION:
+                    break
+                continue
+            buffered += event
+            if PRELUDE_DELIMITER in buffered or len(buffered) > MAX_PRELUDE_BYTES:
+                break
+        assert head is not None
+        if head.content_type.split(";", 1)[0].strip().lower() == HTTP_INTEGRATION:
+            raw, found, rest = buffered.partition(PRELUDE_DELIMITER)
+            parsed = parse_prelude(raw) if found else "the streamed answer's prelude does not end"
+            if isinstance(parsed, str):
+                call.cancel()
+                self._send(bad_gateway(), request_id)
+                return 502, parsed
+            status, headers = parsed
+        else:
+            status, headers, rest = 200, [("content-type", head.content_type)], buffered
+        if not any(name.lower() == "content-type" for name, _ in headers):
+            headers.append(("content-type", "application/octet-stream"))
+        return self._send_stream(call, request_id, status, headers, rest, ended)
+
+    def _send_stream(
+        self,
+        call: Call,
+        request_id: str,
+        status: int,
+        headers: list[tuple[str, str]],
+        first: bytes,
+        ended: Done | None,
+    ) -> tuple[int, str | None]:
+        """Status and headers, then ``first`` and every later piece as an HTTP chunk as it comes."""
+        try:
+            self.send_response(status)
+            for name, value in headers:
+                if name.lower() not in HOP_BY_HOP and name.lower() != "content-length":
+                    self.send_header(name, value)
+            self.send_header("x-amzn-requestid", request_id)
+            if self.command == "HEAD":
+                self.send_header("content-length", "0")
+                self.end_headers()
+                call.cancel()
+                return status, None
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            self._chunk(first)
+            done = ended
+            while done is None:
+                event = self._next_event(call)
+                if event is None:
+                    self.close_connection = True
+                    return status, "the client went away mid-stream; the invoke was cancelled"
+                if isinstance(event, bytes):
+                    self._chunk(event)
+                elif isinstance(event, Done):
+                    done = event
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            call.cancel()
+            self.close_connection = True
+            return status, "the client went away mid-stream; the invoke was cancelled"
+        if done.error is not None:
+            self.close_connection = True
+            return (
+                status,
+                f"the stream ended with a function error: {done.error.error_type}: {done.error.message}",
+            )
+        return status, None
+
+    def _chunk(self, data: bytes) -> None:
+        if data:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
 
 
 class FunctionUrlServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], invoker: FunctionInvoker, url_id: str, log: Logger) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        function: LocalFunction,
+        url_id: str,
+        log: Logger,
+        invoke_mode: InvokeMode = "BUFFERED",
+    ) -> None:
+        if invoke_mode not in INVOKE_MODES:
+            raise ValueError(f"invoke mode must be one of {', '.join(INVOKE_MODES)}, not {invoke_mode!r}")
         super().__init__(address, FunctionUrlHandler)
-        self.invoker = invoker
+        self.function = function
         self.url_id = url_id
         self.log = log
+        self.invoke_mode = invoke_mode
 
 
 class BackgroundServer:
@@ -364,15 +551,23 @@ class BackgroundServer:
 
 
 class FunctionUrlFront(BackgroundServer):
-    """A Function URL on ``http://host:port`` for one function."""
+    """A Function URL on ``http://host:port`` for one function, in invoke mode BUFFERED or RESPONSE_STREAM."""
 
     def __init__(
         self,
-        invoker: FunctionInvoker,
+        function: LocalFunction,
         *,
         port: int,
         host: str = "127.0.0.1",
         url_id: str = "local",
+        invoke_mode: InvokeMode = "BUFFERED",
         log: Logger = print,
     ) -> None:
-        super().__init__(FunctionUrlServer((host, port), invoker, url_id, log), name=f"url-{port}")
+        server = FunctionUrlServer((host, port), function, url_id, log, invoke_mode)
+        super().__init__(server, name=f"url-{port}")
+
+    @property
+    def invoke_mode(self) -> InvokeMode:
+        server = self.server
+        assert isinstance(server, FunctionUrlServer)
+        return server.invoke_mode
