@@ -28,6 +28,12 @@ the trailers ``Lambda-Runtime-Function-Error-Type`` and
 caller goes away mid-stream (the platform closes the connection or answers
 early), the stream is closed, which stops the work producing it.
 
+A Function URL in invoke mode ``RESPONSE_STREAM`` (``FUNCTION_URL_INVOKE_MODE``,
+set by the stack) streams every answer: one whose body is not HTTP-integration
+framed reaches the HTTP client as it is, with status 200. So a whole answer to
+a Function URL event (``{"statusCode", "headers", "cookies", "body"}``) is sent
+in that framing too, and its status and headers reach the client.
+
 Run it as ``python -m lambda_common.lambda_runtime handler.lambda_handler``.
 """
 
@@ -45,7 +51,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from snapshot_restore_py import get_after_restore, get_before_snapshot
@@ -77,11 +83,15 @@ class Context:
     identity: Any = None
     tenant_id: str | None = None
 
-    function_name: str = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "")
-    function_version: str = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-    memory_limit_in_mb: str = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "")
-    log_group_name: str = os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME", "")
-    log_stream_name: str = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME", "")
+    function_name: str = field(default_factory=lambda: os.environ.get("AWS_LAMBDA_FUNCTION_NAME", ""))
+    function_version: str = field(
+        default_factory=lambda: os.environ.get("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+    )
+    memory_limit_in_mb: str = field(
+        default_factory=lambda: os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "")
+    )
+    log_group_name: str = field(default_factory=lambda: os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME", ""))
+    log_stream_name: str = field(default_factory=lambda: os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME", ""))
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int(self.deadline_ms - time.time() * 1000))
@@ -110,10 +120,12 @@ class Invocation:
         )
 
 
-def error_json(exc: BaseException, error_type: str | None = None) -> dict[str, Any]:
+def error_json(
+    exc: BaseException, error_type: str | None = None, message: str | None = None
+) -> dict[str, Any]:
     """The error object Lambda reports for a failed invocation or init."""
     return {
-        "errorMessage": str(exc),
+        "errorMessage": str(exc) if message is None else message,
         "errorType": error_type or type(exc).__name__,
         "stackTrace": traceback.format_exception(exc)[1:] if error_type is None else [],
     }
@@ -223,6 +235,11 @@ class RuntimeApi:
                     _send_chunk(sock, chunk)
             except StreamAborted as aborted:
                 trailers = _error_trailers(aborted.error_type, aborted.message)
+            except (CallerGone, OSError):
+                raise
+            except Exception as exc:  # a producer that is not a lambda_common Stream failed part-way
+                _logger.exception("producing the streamed response failed")
+                trailers = _error_trailers(type(exc).__name__, str(exc))
             sock.sendall(b"0\r\n" + trailers + b"\r\n")
         except CallerGone:
             response.close()
@@ -235,6 +252,8 @@ class RuntimeApi:
         try:
             answer = connection.getresponse()
             body = answer.read()
+        except (OSError, http.client.HTTPException) as exc:  # it closed instead of answering: gone too
+            raise CallerGone(f"the Runtime API did not answer the streamed response: {exc!r}") from None
         finally:
             connection.close()
         if answer.status != 202:
@@ -300,14 +319,39 @@ def _setup_logging() -> _LambdaFormatter:
 # ---------------------------------------------------------------------- the loop
 
 
+class InitFailure(Exception):
+    """Loading the handler failed; ``error`` is what ``/runtime/init/error`` gets."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(error["errorMessage"])
+        self.error = error
+
+
 def load_handler(spec: str) -> Handler:
+    """Import ``module.attribute``; failures are InitFailures typed as the AWS runtime client types them.
+
+    A malformed name, a module that cannot be imported (or has a syntax error)
+    and a missing handler get ``Runtime.*`` types; any other exception raised
+    while the module initialises is reported with its own type and stack.
+    """
     module_name, _, attribute = spec.rpartition(".")
-    if not module_name:
-        raise ValueError(f"the handler must be module.attribute, got {spec!r}")
-    module = importlib.import_module(module_name)
+    if not module_name or not attribute:
+        message = f"Bad handler '{spec}': it must be module.function"
+        raise InitFailure(error_json(ValueError(message), "Runtime.MalformedHandlerName"))
+    try:
+        module = importlib.import_module(module_name)
+    except SyntaxError as exc:
+        message = f"Syntax error in module '{module_name}': {exc}"
+        raise InitFailure(error_json(exc, "Runtime.UserCodeSyntaxError", message)) from exc
+    except ImportError as exc:
+        message = f"Unable to import module '{module_name}': {exc}"
+        raise InitFailure(error_json(exc, "Runtime.ImportModuleError", message)) from exc
+    except Exception as exc:
+        raise InitFailure(error_json(exc)) from exc
     handler = getattr(module, attribute, None)
     if not callable(handler):
-        raise AttributeError(f"{module_name} has no callable {attribute!r}")
+        message = f"Handler '{attribute}' missing on module '{module_name}'"
+        raise InitFailure(error_json(AttributeError(message), "Runtime.HandlerNotFound"))
     return handler  # type: ignore[no-any-return]
 
 
@@ -320,11 +364,11 @@ def snapstart_lifecycle(api: RuntimeApi) -> None:
     """Before-snapshot hooks (last registered first), the snapshot, then the after-restore hooks."""
     try:
         _run_hooks(list(reversed(get_before_snapshot())))
-        api.restore_next()
     except Exception as exc:
         _logger.exception("before-snapshot hooks failed")
         api.init_error(error_json(exc, "Runtime.BeforeSnapshotError"))
         sys.exit(64)
+    api.restore_next()  # a refusal here is the platform's: RuntimeApiError ends the process
     try:
         _run_hooks(list(get_after_restore()))
     except Exception as exc:
@@ -354,6 +398,8 @@ def serve_one(api: RuntimeApi, handler: Handler, invocation: Invocation) -> None
         _logger.exception("the handler raised")
         api.invocation_error(invocation.request_id, error_json(exc))
         return
+    if url_streams() and isinstance(result, Mapping) and _is_url_event(event):
+        result = http_response_stream(result)
     if isinstance(result, StreamingResponse):
         try:
             api.stream(invocation.request_id, result)
@@ -361,14 +407,58 @@ def serve_one(api: RuntimeApi, handler: Handler, invocation: Invocation) -> None
             _logger.warning("the caller went away mid-stream; generation stopped: %s", gone)
         return
     if isinstance(result, bytes):
-        api.respond(invocation.request_id, result)
-        return
+        body = result
+    else:
+        try:
+            body = json.dumps(result, ensure_ascii=False).encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            api.invocation_error(invocation.request_id, error_json(exc, "Runtime.MarshalError"))
+            return
     try:
-        body = json.dumps(result, ensure_ascii=False).encode("utf-8")
-    except (TypeError, ValueError) as exc:
-        api.invocation_error(invocation.request_id, error_json(exc, "Runtime.MarshalError"))
-        return
-    api.respond(invocation.request_id, body)
+        api.respond(invocation.request_id, body)
+    except RuntimeApiError as refused:  # e.g. 413 over 6 MB: Lambda has failed the invoke; serve the next
+        _logger.error("the Runtime API refused the response: %s", refused)
+
+
+def url_streams() -> bool:
+    """True when this function's URL is in invoke mode RESPONSE_STREAM (the stack sets the variable)."""
+    return os.environ.get("FUNCTION_URL_INVOKE_MODE", "").upper() == "RESPONSE_STREAM"
+
+
+def _is_url_event(event: Any) -> bool:
+    """True for a Function URL (payload format 2.0) event, decoded or as the payload's raw bytes."""
+    if isinstance(event, bytes | bytearray):
+        try:
+            event = json.loads(event)
+        except (ValueError, RecursionError):
+            return False
+    return (
+        isinstance(event, Mapping)
+        and event.get("version") == "2.0"
+        and isinstance(event.get("requestContext"), Mapping)
+        and "rawPath" in event
+    )
+
+
+def http_response_stream(result: Mapping[str, Any]) -> StreamingResponse | Mapping[str, Any]:
+    """A whole Function URL answer in the HTTP-integration framing (left as it is if it is not one)."""
+    status = result.get("statusCode")
+    if isinstance(status, bool) or not isinstance(status, int):
+        return result
+    prelude: dict[str, Any] = {"statusCode": status, "headers": dict(result.get("headers") or {})}
+    if result.get("cookies"):
+        prelude["cookies"] = list(result["cookies"])
+    raw = result.get("body")
+    if raw is None:
+        body = b""
+    elif isinstance(raw, str) and result.get("isBase64Encoded") is True:
+        body = base64.b64decode(raw)
+    elif isinstance(raw, str):
+        body = raw.encode("utf-8")
+    else:
+        body = json.dumps(raw, ensure_ascii=False).encode("utf-8")
+    content_type = str(prelude["headers"].get("Content-Type") or prelude["headers"].get("content-type") or "")
+    return StreamingResponse(content_type or "application/json", iter([body]), prelude)
 
 
 def invocations(api: RuntimeApi) -> Iterator[Invocation]:
@@ -391,12 +481,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
         sys.path.insert(0, task_root)
     try:
         handler = load_handler(args[0])
-    except Exception as exc:
-        _logger.exception("init failed")
-        kind = "Runtime.ImportModuleError" if isinstance(exc, ImportError) else "Runtime.HandlerNotFound"
-        if not isinstance(exc, ImportError | AttributeError | ValueError):
-            kind = "Runtime.InitError"
-        api.init_error(error_json(exc, kind))
+    except InitFailure as failure:
+        _logger.error("init failed: %s: %s", failure.error["errorType"], failure.error["errorMessage"])
+        api.init_error(failure.error)
         sys.exit(1)
     if os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") == "snap-start":
         snapstart_lifecycle(api)
