@@ -276,6 +276,24 @@ GgufFile = Annotated[
     AfterValidator(_no_parent_dirs),
     Allowed("must be a .gguf file name inside the repository"),
 ]
+
+
+def _sha256_list(raw: Any) -> Any:
+    """'' / 'none' / null: no check; else a hex digest, or NAME=HEX pairs separated by commas."""
+    if raw is None or (isinstance(raw, str) and raw.strip().lower() in _UNSET):
+        return None
+    return raw.strip() if isinstance(raw, str) else raw
+
+
+Sha256 = Annotated[
+    Annotated[
+        str,
+        Field(pattern=r"^([A-Za-z0-9._/-]{1,200}=)?[0-9a-f]{64}(,([A-Za-z0-9._/-]{1,200}=)?[0-9a-f]{64})*$"),
+    ]
+    | None,
+    BeforeValidator(_sha256_list),
+    Allowed("must be unset (null), a sha256 hex digest, or FILE=DIGEST pairs separated by commas"),
+]
 PipIndexUrl = Annotated[
     str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$"), Allowed("must be an http(s) URL of a pip index")
 ]
@@ -427,6 +445,8 @@ class LlamaModel(_Settings):
     repo: HubRepo
     file: GgufFile
     revision: Revision
+    sha256: Sha256 = None
+    """The GGUF file's expected sha256: the image build fails when the download differs."""
     local_path: LocalPath = None
     """Path relative to lambda_images/ (e.g. ``llama/models/my.gguf``); None downloads from the Hub."""
 
@@ -445,6 +465,7 @@ class LlamaModel(_Settings):
             "MODEL_REPO": self.repo,
             "MODEL_FILE": self.file,
             "MODEL_REVISION": self.revision,
+            "MODEL_SHA256": self.sha256 or "",
             "MODEL_LOCAL_PATH": self.local_path or "",
         }
 
@@ -456,6 +477,8 @@ class EmbeddingsModel(_Settings):
 
     model_id: HubRepo
     revision: Annotated[Revision, Field(alias="embeddings_model_revision")]
+    sha256: Annotated[Sha256, Field(alias="embeddings_model_sha256")] = None
+    """Expected sha256 of the downloaded files (FILE=DIGEST pairs): the build fails when one differs."""
     local_path: Annotated[LocalPath, Field(alias="embeddings_model_local_path")] = None
     """Folder relative to lambda_images/ (e.g. ``embeddings/models/my-model``); None downloads."""
     backend: BackendSetting
@@ -475,6 +498,7 @@ class EmbeddingsModel(_Settings):
         return {
             "MODEL_ID": self.model_id,
             "MODEL_REVISION": self.revision,
+            "MODEL_SHA256": self.sha256 or "",
             "MODEL_LOCAL_PATH": self.local_path or "",
             "BACKEND": self.backend,
             "TORCH_INDEX_URL": self.torch_index_url,

@@ -55,12 +55,14 @@ def test_defaults_from_cdk_json() -> None:
     assert config.llama_model.build_args() == {
         "MODEL_REPO": "Qwen/Qwen2.5-1.5B-Instruct-GGUF",
         "MODEL_FILE": "qwen2.5-1.5b-instruct-q4_k_m.gguf",
-        "MODEL_REVISION": "main",
+        "MODEL_REVISION": "91cad51170dc346986eccefdc2dd33a9da36ead9",
+        "MODEL_SHA256": "",
         "MODEL_LOCAL_PATH": "",
     }
     assert config.embeddings_model.build_args() == {
         "MODEL_ID": "intfloat/multilingual-e5-small",
-        "MODEL_REVISION": "main",
+        "MODEL_REVISION": "614241f622f53c4eeff9890bdc4f31cfecc418b3",
+        "MODEL_SHA256": "",
         "MODEL_LOCAL_PATH": "",
         "BACKEND": "onnx",
         "TORCH_INDEX_URL": "https://download.pytorch.org/whl/cpu",
@@ -168,6 +170,8 @@ RETENTIONS = "1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 109
         ("llama_model_file", "model.bin", "must be a .gguf file name inside the repository"),
         ("llama_model_file", "../x.gguf", "must be a .gguf file name inside the repository"),
         ("llama_model_revision", "main branch", "must be a branch, tag or commit hash"),
+        ("llama_model_sha256", "abc", "must be unset (null), a sha256 hex digest, or FILE=DIGEST pairs"),
+        ("embeddings_model_sha256", "model.safetensors=" + "g" * 64, "FILE=DIGEST pairs separated by commas"),
         ("embeddings_model_id", "e5", "must be a Hugging Face repository id like ORG/NAME"),
         ("embeddings_model_revision", "", "must be a branch, tag or commit hash"),
         ("embeddings_backend", "tensorflow", "must be one of onnx | torch"),

@@ -214,7 +214,7 @@ def test_image_holds_the_runtime_and_model_but_nothing_for_building(
     assert tools_and_dirs.split() == [], probe.stdout
     assert model_files.split(), probe.stdout
     if name == "llama":
-        assert model_files.split() == ["model.gguf"]
+        assert model_files.split() == ["model.gguf", "provenance.json"]
 
 
 # ------------------------------------------------------------------ run as Lambda runs it

@@ -278,7 +278,8 @@ def test_stack_is_environment_agnostic(template: Template) -> None:
             {
                 "MODEL_REPO": "Qwen/Qwen2.5-1.5B-Instruct-GGUF",
                 "MODEL_FILE": "qwen2.5-1.5b-instruct-q4_k_m.gguf",
-                "MODEL_REVISION": "main",
+                "MODEL_REVISION": "91cad51170dc346986eccefdc2dd33a9da36ead9",
+                "MODEL_SHA256": "",
                 "MODEL_LOCAL_PATH": "",
             },
         ),
@@ -287,7 +288,8 @@ def test_stack_is_environment_agnostic(template: Template) -> None:
             "embeddings/Dockerfile",
             {
                 "MODEL_ID": "intfloat/multilingual-e5-small",
-                "MODEL_REVISION": "main",
+                "MODEL_REVISION": "614241f622f53c4eeff9890bdc4f31cfecc418b3",
+                "MODEL_SHA256": "",
                 "MODEL_LOCAL_PATH": "",
                 "BACKEND": "onnx",
                 "TORCH_INDEX_URL": "https://download.pytorch.org/whl/cpu",

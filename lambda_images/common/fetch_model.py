@@ -130,9 +130,12 @@ def model_files(dest: Path) -> dict[str, Path]:
 
 
 def parse_expected(values: list[str]) -> dict[str | None, str]:
-    """``--sha256`` values: {None: HEX} for a single file, {NAME: HEX} per file of a folder."""
+    """``--sha256`` values: {None: HEX} for a single file, {NAME: HEX} per file of a folder.
+
+    A value may hold several, separated by commas (as the one build argument carries them).
+    """
     expected: dict[str | None, str] = {}
-    for value in values:
+    for value in (part for given in values for part in given.split(",")):
         value = value.strip()
         if not value:
             continue  # an empty build argument: nothing to verify
