@@ -23,7 +23,7 @@ PYTEST_ARGS ?=
 LOCAL_ARGS ?=
 BENCH_ARGS ?= --readme
 
-.PHONY: help setup setup-deploy setup-system local test test-fast test-images lint format bench cost synth bootstrap doctor diff deploy destroy clean
+.PHONY: help setup setup-deploy setup-system local test test-fast test-images lint format openapi bench cost synth bootstrap doctor diff deploy destroy clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-13s %s\n", $$1, $$2}'
@@ -34,7 +34,7 @@ setup: ## install pinned Python packages, llama.cpp, models, Node 24 + CDK CLI, 
 setup-deploy: ## install only what deploying needs: the CDK app's pinned packages, Node 24, the CDK CLI
 	@bash scripts/setup-deploy.sh
 
-setup-system: ## install the system packages image tests need (podman, runc, mmdebstrap, qemu-user)
+setup-system: ## system packages for image and snapshot tests (podman, runc, mmdebstrap, qemu-user; CRIU built from source)
 	@bash scripts/setup-system.sh
 
 local: setup ## serve both functions on localhost as Lambda runs them, on the embedded models
@@ -61,6 +61,10 @@ lint: setup ## ruff, mypy, hadolint
 format: setup ## apply ruff's formatting and safe fixes
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
+
+openapi: setup ## regenerate docs/openapi/*.yaml from the functions' routes and models
+	cd lambda_images && PYTHONPATH=llama:common ../$(PY) -m lambda_common.openapi llama_app.api:GeneratorApi ../docs/openapi/llama.yaml --port 8080
+	cd lambda_images && PYTHONPATH=embeddings:common ../$(PY) -m lambda_common.openapi embedder.api:EmbeddingsApi ../docs/openapi/embeddings.yaml --port 8081
 
 bench: setup ## measure both functions and write benchmarks/results.{json,md} and charts
 	$(PY) -m benchmarks $(BENCH_ARGS)

@@ -88,6 +88,10 @@ def parse_report(log_tail: str) -> dict[str, str]:
             fields["Max Memory Used"] = f"{record.max_memory_used_mb} MB"
         if record.init_ms is not None:
             fields["Init Duration"] = f"{record.init_ms} ms"
+        if record.restore_ms is not None:
+            fields["Restore Duration"] = f"{record.restore_ms} ms"
+        if record.billed_restore_ms is not None:
+            fields["Billed Restore Duration"] = f"{record.billed_restore_ms} ms"
         return fields
     return {}
 

@@ -12,6 +12,7 @@
 #                  inside its own container (a static binary can be mounted in);
 #   qemu-user      the same emulator for host programs (qemu-x86_64 -cpu Haswell)
 #   uidmap         newuidmap/newgidmap, for rootless podman and mmdebstrap
+#   (then CRIU 4.1.1, built by scripts/build-criu.sh: Debian's 3.17 fails on this kernel)
 #
 # The podman settings go to .cache/containers/containers.conf, not /etc: local/images.py
 # points CONTAINERS_CONF at it for every podman call, so the machine's global
@@ -84,4 +85,7 @@ if ! CONTAINERS_CONF=$PWD/$conf podman info --format '{{.Host.OCIRuntime.Name}}'
     echo "setup-system: podman is installed but \`podman info\` fails with $conf" >&2
     exit 1
 fi
-say "system packages ready: $(podman --version), $(mmdebstrap --version), $(qemu-x86_64 --version | head -n1)"
+# CRIU, for the local stand-in of SnapStart (checkpoint the initialised runtime, restore copies):
+# Debian bookworm's 3.17 fails on this kernel, so it is built from source (about 20 s; skipped once built).
+criu=$(bash scripts/build-criu.sh)
+say "system packages ready: $(podman --version), $(mmdebstrap --version), $(qemu-x86_64 --version | head -n1), criu $("$criu" --version | head -n1 | cut -d' ' -f2)"
