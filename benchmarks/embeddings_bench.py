@@ -72,6 +72,8 @@ class EmbeddingsBenchConfig:
     batch_sizes: tuple[int, ...] = BATCH_SIZES
     threads: int | None = None
     """N_THREADS as cdk.json configures it; None: the handler's CPU-share default."""
+    sweep: bool = True
+    """Also measure the bare pipeline at 1..visible CPUs threads (a short query and a 32-text batch)."""
     log_dir: Path = field(default_factory=lambda: Path(".cache/bench"))
 
 
@@ -262,7 +264,8 @@ def run(cfg: EmbeddingsBenchConfig, progress: Progress) -> dict[str, Any]:
         logged = _model_loaded((cfg.log_dir / "embeddings-warm.log").read_text(errors="replace"))
 
     single_thread = _single_thread_throughput(cfg, threads, bare, pool, by_batch, batch_tokens)
-    return _summarise(
+    sweep = thread_sweep(cfg, cpus, texts, batch_tokens, progress) if cfg.sweep else []
+    out = _summarise(
         cfg,
         threads,
         cpus,
@@ -276,6 +279,52 @@ def run(cfg: EmbeddingsBenchConfig, progress: Progress) -> dict[str, Any]:
         single_thread,
         logged,
     )
+    out["thread_sweep"] = sweep
+    if sweep:
+        out["sweep_query_tokens"] = SWEEP_QUERY_TOKENS
+        best = min(sweep, key=lambda row: row["batch32_ms"]["median"])
+        out["best_threads_batch32"] = best["threads"]
+        mine = next(row for row in sweep if row["threads"] == threads)
+        out["default_threads_vs_best_batch32"] = best["batch32_ms"]["median"] / mine["batch32_ms"]["median"]
+    return out
+
+
+SWEEP_QUERY_TOKENS = 16
+"""A short search query, the latency-bound request."""
+
+
+def thread_sweep(
+    cfg: EmbeddingsBenchConfig, cpus: int, texts: TextMaker, batch_tokens: int, progress: Progress
+) -> list[dict[str, Any]]:
+    """Bare latency of a short query and of a 32-text batch at 1..visible CPUs threads (rotating order).
+
+    The handler takes its ONNX Runtime thread count from the memory's CPU share, as the
+    generator does; this shows what each count buys on this machine.
+    """
+    counts = list(range(1, cpus + 1))
+    models = {t: load(cfg.backend, cfg.model_dir, t) for t in counts}
+    query = [texts.make(SWEEP_QUERY_TOKENS)]
+    batch = [texts.make(batch_tokens) for _ in range(32)]
+    query_ms: dict[int, list[float]] = {t: [] for t in counts}
+    batch_ms: dict[int, list[float]] = {t: [] for t in counts}
+    for model in models.values():
+        bare_embed(model, query)
+    rounds = max(3, cfg.batch_repeats)
+    for i in range(rounds):
+        order = counts[i % len(counts) :] + counts[: i % len(counts)]
+        for t in order:
+            query_ms[t] += [bare_embed(models[t], query) for _ in range(max(5, cfg.repeats // 3))]
+            batch_ms[t].append(bare_embed(models[t], batch))
+        progress(f"embeddings: thread sweep {i + 1}/{rounds} done")
+    return [
+        {
+            "threads": t,
+            "query_ms": summarize(query_ms[t]),
+            "batch32_ms": summarize(batch_ms[t]),
+            "batch32_tokens_per_s": 32 * batch_tokens / (summarize(batch_ms[t])["median"] / 1000),
+        }
+        for t in counts
+    ]
 
 
 def _single_thread_throughput(

@@ -164,6 +164,23 @@ def threads_line(results: dict[str, Any]) -> str:
     )
 
 
+def embeddings_threads_line(results: dict[str, Any]) -> str:
+    em = results["embeddings"]
+    sweep = em.get("thread_sweep")
+    if not sweep:
+        return "Embeddings thread sweep: not run."
+    rows = "; ".join(
+        f"{row['threads']}: {num(row['query_ms']['median'])} ms a {em['sweep_query_tokens']}-token query, "
+        f"{num(row['batch32_ms']['median'])} ms 32 texts ({num(row['batch32_tokens_per_s'], 0)} tokens/s)"
+        for row in sweep
+    )
+    return (
+        f"Embeddings thread sweep (bare ONNX Runtime, intra-op threads): {rows}. Best for the batch here: "
+        f"{em['best_threads_batch32']} thread(s); the handler's default here ({em['threads']}) reaches "
+        f"{num(100 * em['default_threads_vs_best_batch32'], 0)}% of it."
+    )
+
+
 def projection_table(results: dict[str, Any], memory_sizes: Sequence[int] | None = None) -> list[str]:
     proj = results["projection"]
     series = proj["series"]
@@ -246,6 +263,8 @@ def render_results_md(results: dict[str, Any]) -> str:
         *summary_table(results),
         "",
         threads_line(results),
+        "",
+        embeddings_threads_line(results),
         "",
         "## Cold start, in parts",
         "",
@@ -357,6 +376,8 @@ def render_readme_block(results: dict[str, Any]) -> str:
         *summary_table(results),
         "",
         threads_line(results),
+        "",
+        embeddings_threads_line(results),
         "",
         f"![Embeddings latency by batch size](benchmarks/charts/{LATENCY_CHART})",
         "",
