@@ -654,14 +654,13 @@ class LocalFunction:
                 Done(FunctionError.of("Runtime.ExitError", f"RequestId: {call.request_id} Error: {message}"))
             )
 
-    def _kill(self, env: Environment, failure: FunctionError) -> None:
-        """End ``env`` on purpose (timeout, failed init, stop); an invoke in it fails with ``failure``."""
+    def _kill(self, env: Environment, failure: FunctionError, call: Call | None = None) -> None:
+        """End ``env`` on purpose (timeout, failed init, stop); its invoke ``call`` fails with ``failure``."""
         env.expect_exit = True
-        call = env.current
         if env.process is not None:  # first, so that no request of the dying runtime is answered
             env.process.kill()
         with env.changed:
-            call = env.current or call
+            call = call or env.current
             env.set_state("dead", failure)
         if call is not None:
             call.finish(Done(failure))
@@ -702,8 +701,7 @@ class LocalFunction:
         failure = FunctionError.of(
             "Sandbox.Timedout", f"RequestId: {call.request_id} Error: Task timed out after {seconds} seconds"
         )
-        call.finish(Done(failure))
-        self._kill(env, failure)
+        self._kill(env, failure, call)  # the environment is dead before the next invoke may start
 
     def _ended(self, call: Call, done: Done) -> None:
         """The invoke is over: its END and REPORT lines, and the next invoke may go."""
@@ -854,6 +852,15 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
             return None
         return self.rfile.read(length) if length else b""
 
+    def _discard(self, limit: int = 64 * 1024 * 1024) -> None:
+        """Read and drop what is left of a refused body (up to ``limit`` bytes)."""
+        with contextlib.suppress(OSError, ValueError):
+            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                return  # _read_body stopped mid-chunk: the connection is closed instead
+            remaining = min(int(self.headers.get("Content-Length") or 0), limit)  # none of it was read
+            while remaining > 0 and (data := self.rfile.read(min(remaining, 1 << 16))):
+                remaining -= len(data)
+
     def _chunks(self, trailers: dict[str, str] | None = None) -> Iterator[bytes]:
         """The pieces of a chunked body as they arrive; the trailers go into ``trailers``."""
         while True:
@@ -949,6 +956,7 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
             return
         body = self._read_body(MAX_BUFFERED_BYTES)
         if body is None:
+            self._discard()  # so that the runtime reads the 413 rather than a broken pipe
             self.close_connection = True
             error = FunctionError.of(
                 "Function.ResponseSizeTooLarge",

@@ -416,7 +416,8 @@ def serve_one(api: RuntimeApi, handler: Handler, invocation: Invocation) -> None
             return
     try:
         api.respond(invocation.request_id, body)
-    except RuntimeApiError as refused:  # e.g. 413 over 6 MB: Lambda has failed the invoke; serve the next
+    except (RuntimeApiError, OSError, http.client.HTTPException) as refused:
+        # e.g. 413 over 6 MB: Lambda has failed the invoke; this runtime serves the next one
         _logger.error("the Runtime API refused the response: %s", refused)
 
 
