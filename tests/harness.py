@@ -31,7 +31,7 @@ LLAMA_TIMEOUT_S = 60
 """Bounds any request that does not stop by itself (the deployed timeout is 300 s)."""
 
 _lock = threading.Lock()
-_stacks: dict[bool, LocalStack] = {}
+_stacks: dict[bool | str, LocalStack] = {}
 _lines: list[str] = []
 
 
@@ -68,6 +68,42 @@ def shared_stack(*, api_key: bool = False) -> LocalStack:
             stack.stop()
             raise
         _stacks[api_key] = stack
+        return stack
+
+
+STREAMING_LIMITS = {"DEFAULT_MAX_TOKENS": "8", "MAX_TOKENS_LIMIT": "256"}
+"""The streaming tests' generator may be asked for answers long enough to read while they are generated."""
+
+
+def streaming_stack() -> LocalStack:
+    """The generator alone, as `make local` runs it (URL in RESPONSE_STREAM mode), for the streaming tests.
+
+    Its own stack, so that a long answer asked for there does not change the limits the other
+    modules' requests are checked against; started once per session, like ``shared_stack``.
+    """
+    with _lock:
+        stack = _stacks.get("streaming")
+        if stack is not None:
+            return stack
+        options = LocalOptions(
+            only="llama",
+            llama_invoke_port=0,
+            llama_url_port=0,
+            timeout_s={"llama": LLAMA_TIMEOUT_S},
+            extra_environment={"llama": STREAMING_LIMITS},
+        )
+        stack = LocalStack(
+            build_plans(options, echo=_lines.append),
+            echo=_lines.append,
+            log_dir=ROOT / ".cache" / "local" / "test-logs-streaming",
+        )
+        stack.start()
+        try:
+            stack.warm_up()
+        except BaseException:
+            stack.stop()
+            raise
+        _stacks["streaming"] = stack
         return stack
 
 
@@ -122,7 +158,7 @@ ECHO_HANDLER = textwrap.dedent(
 
 @contextmanager
 def echo_function(folder: Path, *, echo: list[str] | None = None) -> Iterator[RunningFunction]:
-    """The echo handler in ``folder``, under the real runtime client and emulator, on free ports."""
+    """The echo handler in ``folder``, under the real runtime client on the Runtime API stand-in."""
     (folder / "handler.py").write_text(ECHO_HANDLER)
     spec = FunctionSpec(name="echo", code_dir=folder, memory_mb=256, timeout_s=10)
     plan = FunctionPlan(key="echo", spec=spec, invoke_port=0, url_port=0)

@@ -1,9 +1,12 @@
 """The Function URL front and the Invoke API pass-through, against a throwaway handler.
 
 The handler (written to a temporary folder) echoes the event it was given or
-misbehaves on request, and runs under the real awslambdaric behind the real
-Runtime Interface Emulator, so these tests check the mapping between HTTP and
-Lambda without depending on the project's real handlers.
+misbehaves on request, and runs under the real awslambdaric, started by the
+Runtime API stand-in (``local.runtime_api``) as ``make local`` starts every
+function, so these tests check the mapping between HTTP and Lambda without
+depending on the project's real handlers. The URL here is in invoke mode
+BUFFERED, as the echo function's plan says; tests/test_runtime_api.py covers
+RESPONSE_STREAM.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import base64
 import http.client
 import json
 import os
-import signal
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -23,7 +25,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from local.invoker import InvokeOutcome, classify
+from local.runtime_api import FunctionError, InvokeOutcome
 from local.stack import RunningFunction
 from local.url_front import build_event, is_text_media_type, map_response
 from tests.harness import echo_function
@@ -215,17 +217,17 @@ def test_function_error_or_invalid_answer_is_a_502(echo_stack: RunningFunction, 
 
 
 def test_request_over_six_megabytes_is_refused_before_invoking(echo_stack: RunningFunction) -> None:
-    invocations = echo_stack.invoker.invocations
+    invocations = echo_stack.function.invocations
     status, _, _ = request(
         echo_stack, "POST", "/", body=b"x" * (6 * 1024 * 1024 + 1), headers={"Content-Type": "text/plain"}
     )
     assert status == 413
-    assert echo_stack.invoker.invocations == invocations
+    assert echo_stack.function.invocations == invocations
 
 
 @pytest.mark.slow
-def test_concurrent_requests_queue_instead_of_crashing_the_emulator(echo_stack: RunningFunction) -> None:
-    # Given the emulator panics when two invokes overlap
+def test_concurrent_requests_queue_in_one_environment(echo_stack: RunningFunction) -> None:
+    # Given one execution environment (Lambda would start more; locally they queue)
     pids_before = echo_stack.runtime_pids()
     assert pids_before
     results: list[int] = []
@@ -233,7 +235,7 @@ def test_concurrent_requests_queue_instead_of_crashing_the_emulator(echo_stack: 
     def call() -> None:
         results.append(request(echo_stack, "GET", "/sleep")[0])
 
-    # When six requests arrive at once on the URL and the Invoke API
+    # When six requests arrive at once
     threads = [threading.Thread(target=call) for _ in range(6)]
     for thread in threads:
         thread.start()
@@ -253,36 +255,31 @@ def test_runtime_crash_is_a_502_and_the_next_request_gets_a_new_runtime(
     before = int(request(echo_stack, "GET", "/pid")[2])
     # When the runtime process exits mid-request
     status, _, _ = request(echo_stack, "GET", "/exit")
-    # Then the client gets a 502 and the emulator starts a fresh runtime, as Lambda would
+    # Then the client gets a 502 and the next request gets a fresh runtime, as on Lambda
     assert status == 502
     after_status, _, after_body = request(echo_stack, "GET", "/pid")
     assert after_status == 200
     assert int(after_body) != before
 
 
-def test_stop_reaps_the_runtime_even_when_the_emulator_died_first(tmp_path: Path) -> None:
-    # Given a warm function whose runtime runs in a process group of its own
+def test_stop_reaps_the_runtime(tmp_path: Path) -> None:
+    # Given a warm function, whose runtime runs in a session of its own
     with echo_function(tmp_path) as function:
         runtime = function.runtime_pids()
         assert runtime
-        emulator = function.emulated.process
-        assert emulator is not None
-        # When the emulator is killed outright, then the stack stops
-        os.kill(emulator.pid, signal.SIGKILL)
-        emulator.wait()
-    # Then no runtime process is left behind
+    # When the stack stops, then no runtime process is left behind
     for pid in runtime:
         state = Path(f"/proc/{pid}/stat")
         assert not state.exists() or state.read_text().rsplit(")", 1)[1].split()[0] == "Z"
 
 
-# --- the Invoke API pass-through ---------------------------------------------------------
+# --- the Invoke API ------------------------------------------------------------------------
 
 
 @pytest.fixture
 def dummy_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     # AWS itself cannot exist here: botocore signs every request, so it needs
-    # credentials, which the emulator ignores.
+    # credentials, which the local Invoke API ignores.
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
@@ -355,22 +352,9 @@ def test_invalid_utf8_in_a_text_body_is_base64_encoded_not_mangled() -> None:
     assert event["requestContext"]["timeEpoch"] == 1767323045000
 
 
-@pytest.mark.parametrize(
-    ("status", "body", "error"),
-    [
-        (200, b'{"statusCode": 200}', None),
-        (200, b'"text"', None),
-        (200, b'{"errorType": "ValueError", "errorMessage": "x", "stackTrace": []}', "Unhandled"),
-        (200, b"Task timed out after 3.00 seconds", "Unhandled"),
-        (502, b'{"errorType": "Runtime.ExitError", "errorMessage": "exit status 3"}', "Unhandled"),
-    ],
-)
-def test_classify_emulator_answers(status: int, body: bytes, error: str | None) -> None:
-    assert classify(status, body) == error
-
-
-def test_timeout_text_is_a_502() -> None:
-    outcome = InvokeOutcome(200, b"Task timed out after 3.00 seconds", function_error="Unhandled")
+def test_a_function_error_is_a_502() -> None:
+    error = FunctionError.of("Sandbox.Timedout", "RequestId: x Error: Task timed out after 3.00 seconds")
+    outcome = InvokeOutcome(200, error.payload, function_error="Unhandled", error=error)
     answer, note = map_response(outcome)
     assert answer.status == 502
     assert note is not None
@@ -378,5 +362,5 @@ def test_timeout_text_is_a_502() -> None:
 
 
 def test_os_environ_is_not_changed_by_the_stack() -> None:
-    # The stack passes the Lambda variables to the emulator only.
+    # The stack passes the Lambda variables to the runtime process only.
     assert "AWS_LAMBDA_FUNCTION_NAME" not in os.environ
