@@ -16,6 +16,12 @@ answer, and every error's status and shape (``ErrorFamily``: OpenAI's for
 ``/v1/...``, the function's native one elsewhere, one shape for direct
 invokes).
 
+It also measures: each invocation's metrics (``lambda_common.metrics``: how the
+environment started, every refusal by its error code, and what the route
+reports) are written when the invocation ends, which for a streamed answer is
+when its last chunk is sent; and with tracing on (``lambda_common.tracing``)
+parsing the request, the route and the stream are spans of the trace.
+
 Where the line with powertools is: its ``LambdaFunctionUrlResolver`` does the
 routing, the middleware chain, the exception handlers and the response's
 headers and cookies. It can only return a whole body, so a route that answers
@@ -31,7 +37,7 @@ import binascii
 import contextvars
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -58,7 +64,10 @@ from lambda_common.errors import (
 )
 from lambda_common.lifecycle import Lifecycle, StartKind, on_restore, on_snapshot, restore_ms
 from lambda_common.limits import LAMBDA_PAYLOAD_LIMIT
-from lambda_common.streaming import Stream, StreamingResponse
+from lambda_common.metrics import Record, RequestMetrics
+from lambda_common.streaming import ErrorChunk, Stream, StreamingResponse
+from lambda_common.tracing import Tracing
+from lambda_common.tracing import from_environment as tracing_from_environment
 
 JSON = "application/json"
 Via = Literal["url", "direct"]
@@ -166,8 +175,10 @@ class RawPayloadHandler:
             try:
                 event = decode_json(bytes(payload), max_bytes=LAMBDA_PAYLOAD_LIMIT, what="payload")
             except RequestError as error:
-                self.app.lifecycle.take_start()
-                return self.app._direct_error(error, self.app.native)
+                record = self.app.metrics.begin(self.app.lifecycle.take_start())
+                answer = self.app._direct_error(error, self.app.native)
+                self.app.metrics.flush(record)
+                return answer
         return self.app.handle(event, context, stream=True)
 
 
@@ -180,10 +191,16 @@ class FunctionApp:
         service: str,
         native: ErrorFamily,
         logger: Logger | None = None,
+        metrics: RequestMetrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.service = service
         self.native = native
-        self.logger = logger or Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", service))
+        service_name = os.environ.get("POWERTOOLS_SERVICE_NAME", service)
+        self.logger = logger or Logger(service=service_name)
+        self.metrics = metrics or RequestMetrics(service_name)
+        """This invocation's metrics (EMF); routes add their figures, the core writes them at the end."""
+        self.tracing = tracing or tracing_from_environment(service_name)
         self.guard = ApiKeyGuard()
         self.max_body_bytes = LAMBDA_PAYLOAD_LIMIT
         self.max_response_bytes = LAMBDA_PAYLOAD_LIMIT
@@ -290,6 +307,27 @@ class FunctionApp:
         request_id = str(getattr(context, "aws_request_id", "") or "")
         start = self.lifecycle.take_start()
         self.logger.append_keys(request_id=request_id or None, cold_start=start != "warm", start=start)
+        record = self.metrics.begin(start)
+        try:
+            answer = self._handle(event, context, request_id, start, stream)
+        except BaseException:
+            self.metrics.flush(record)
+            raise
+        if isinstance(answer, StreamingResponse):
+            # The stream is sent after this returns: its metrics are written when it ends.
+            answer.chunks = self._measured(answer.chunks, record)
+        else:
+            self.metrics.flush(record)
+        return answer
+
+    def _measured(self, chunks: Iterator[bytes], record: Record | None) -> Iterator[bytes]:
+        try:
+            with self.tracing.span("stream"):
+                yield from chunks
+        finally:
+            self.metrics.flush(record)
+
+    def _handle(self, event: Any, context: Any, request_id: str, start: StartKind, stream: bool) -> Any:
         deadline = Deadline.of(context, self.deadline_margin_ms)
         if is_function_url_event(event):
             problem = _url_event_problem(event)
@@ -349,7 +387,8 @@ class FunctionApp:
         invocation = self._invocation.get()
         if spec.request is None:
             return self._response(self._run(spec, None, invocation), spec)
-        request = parse_model(spec.request, self._url_body())
+        with self.tracing.span("parse request"):
+            request = parse_model(spec.request, self._url_body())
         return self._response(self._run(spec, request, invocation), spec)
 
     def _url_body(self) -> Any:
@@ -404,6 +443,7 @@ class FunctionApp:
     def _log_refusal(self, error: RequestError, status: int, where: str) -> None:
         log = self.logger.error if status >= 500 else self.logger.info
         log("request refused", extra={"status": status, "error_code": error.code, "path": where})
+        self.metrics.refusal(error.code, status)
 
     def _error_response(self, error: RequestError, family: ErrorFamily, path: str) -> Response[str]:
         status = family.status(error)
@@ -442,7 +482,10 @@ class FunctionApp:
             invocation = Invocation(request_id, deadline, start, "direct", spec.path)
             token = self._invocation.set(invocation)
             try:
-                request = parse_model(spec.request, payload, what="payload") if spec.request else None
+                request = None
+                if spec.request is not None:
+                    with self.tracing.span("parse request"):
+                        request = parse_model(spec.request, payload, what="payload")
                 answer = self._run(spec, request, invocation)
             finally:
                 self._invocation.reset(token)
@@ -474,10 +517,21 @@ class FunctionApp:
                 f"the invocation has less than DEADLINE_MARGIN_MS ({self.deadline_margin_ms:.0f} ms) left; "
                 "nothing was done (raise the function timeout)"
             )
-        answer = spec.func(invocation) if request is None else spec.func(request, invocation)
+        with self.tracing.span("route", path=spec.path):
+            answer = spec.func(invocation) if request is None else spec.func(request, invocation)
         if isinstance(answer, Stream):
             answer.family = spec.family
+            answer.on_error = self._refusal_in_stream(answer.on_error, invocation.path)
         return answer
+
+    def _refusal_in_stream(self, render: ErrorChunk | None, path: str) -> ErrorChunk:
+        """An error that ends a stream after its first byte is a refusal too: logged and counted."""
+
+        def counted(error: RequestError, status: int) -> bytes:
+            self._log_refusal(error, status, path)
+            return render(error, status) if render is not None else b""
+
+        return counted
 
     def _json(self, value: Any) -> bytes:
         if isinstance(value, BaseModel):

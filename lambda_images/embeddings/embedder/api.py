@@ -183,6 +183,7 @@ class EmbeddingsApi:
         return "POST", "/embed"
 
     def _log(self, route: str, embedded: Embedded) -> None:
+        """Log the batch and add its figures to the invocation's metrics (inputs, tokens, latency)."""
         self.app.logger.info(
             "embedded",
             extra={
@@ -194,6 +195,9 @@ class EmbeddingsApi:
                 "inference_ms": round(embedded.inference_s * 1000, 2),
                 "total_ms": round(embedded.total_s * 1000, 2),
             },
+        )
+        self.app.metrics.embedding(
+            inputs=len(embedded.vectors), tokens=embedded.tokens, latency_ms=embedded.total_s * 1000
         )
 
     # ------------------------------------------------------------------ routes
