@@ -304,6 +304,32 @@ Origins = Annotated[
     Allowed("must be a list of origins (or, with -c, a comma-separated string)"),
 ]
 LocalPath = Annotated[str | None, BeforeValidator(_unset_or_text), Allowed("must be unset (null) or a path")]
+def _not_aws_namespace(value: str | None) -> str | None:
+    if value is not None and value.startswith("AWS/"):
+        raise ValueError("AWS/ namespaces are AWS's own")
+    return value
+
+
+MetricsNamespace = Annotated[
+    Annotated[str, Field(pattern=r"^[A-Za-z0-9._/#:-]{1,255}$")] | None,
+    AfterValidator(_not_aws_namespace),
+    BeforeValidator(_unset_or_text),
+    Allowed(
+        "must be unset (null: the stack name) or a CloudWatch namespace: 1-255 letters, digits or . _ / # : -, "
+        "not starting with AWS/"
+    ),
+]
+EmailAddress = Annotated[
+    Annotated[str, Field(pattern=r"^[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+$", max_length=254)] | None,
+    BeforeValidator(_unset_or_text),
+    Allowed("must be unset (null: no notifications) or one e-mail address"),
+]
+DailyTokens = Annotated[
+    int | None,
+    Field(ge=1),
+    BeforeValidator(_unset_or_number),
+    Allowed("must be unset (null: no budget alarm) or an integer, 1 or more (tokens per day)"),
+]
 
 
 def _prefixed(prefix: str) -> Callable[[str], str]:
@@ -339,6 +365,8 @@ class FunctionConfig(_Settings):
     """SnapStart on published versions: a version and an alias, which the URL then serves."""
     threads: Threads = None
     """N_THREADS for the handler; None lets it size threads from the memory's CPU share."""
+    daily_token_budget: DailyTokens = None
+    """Tokens a day (in and out) above which the budget alarm fires; None: no budget alarm."""
 
     @property
     def platform(self) -> str:
@@ -526,6 +554,16 @@ class AppConfig(_Settings):
     llama_model: LlamaModel
     embeddings: EmbeddingsFunctionConfig
     embeddings_model: EmbeddingsModel
+    metrics_enabled: Switch
+    """Per-request EMF metrics from both handlers (POWERTOOLS_METRICS_DISABLED when false)."""
+    metrics_namespace: MetricsNamespace = None
+    """The CloudWatch namespace of those metrics; None: the stack name."""
+    dashboard_enabled: Switch
+    alarms_enabled: Switch
+    alarm_email: EmailAddress = None
+    """Where alarm notifications go (an SNS topic with this e-mail subscription); None: no topic."""
+    tracing_enabled: Switch
+    """Active X-Ray tracing of both functions, with spans from the handlers."""
 
     SECTIONS: ClassVar[Mapping[str, type[_Settings]]] = {
         "llama": LlamaFunctionConfig,
@@ -534,6 +572,11 @@ class AppConfig(_Settings):
         "embeddings_model": EmbeddingsModel,
     }
     """Fields holding a group of settings; their own fields carry the context keys as aliases."""
+
+    @property
+    def namespace(self) -> str:
+        """The CloudWatch namespace of the handlers' metrics: ``metrics_namespace``, else the stack name."""
+        return self.metrics_namespace or self.stack_name
 
     @property
     def lambda_log_level(self) -> LambdaLogLevel:
