@@ -96,7 +96,7 @@ def lambda_environment(function: LambdaFunction, name: str, handler: str, region
 
 def cpu_share(memory_mb: int) -> float:
     """Lambda's CPU time for this memory size, capped at this machine's CPUs."""
-    return round(min(memory_mb / MB_PER_VCPU, os.cpu_count() or 1), 2)
+    return float(round(min(memory_mb / MB_PER_VCPU, os.cpu_count() or 1), 2))
 
 
 def image_command(image: str, function: LambdaFunction) -> list[str]:
