@@ -153,7 +153,7 @@ def test_synthesized_app_declares_both_images_with_the_local_models(assembly: Cl
 def test_image_builds_with_the_command_cdk_deploy_runs(
     name: str, assembly: CloudAssembly, base_image: str, request: pytest.FixtureRequest
 ) -> None:
-    # Given the docker build command the pinned CDK CLI runs for this asset (recorded by tests/images/cdk_cli.py)
+    # Given the docker build command the pinned CDK CLI runs for this asset (tests/images/cdk_cli.py)
     asset: ImageAsset = assembly.asset(name)
     cli_args, cli_cwd = cdk_build_command(asset, assembly.directory, "cdkasset-tag")
 
