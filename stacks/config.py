@@ -77,6 +77,10 @@ SNAPSTART_MAX_EPHEMERAL_STORAGE_MB = 512  # SnapStart refuses more /tmp than thi
 MAX_VISIBLE_CPUS = 6  # Lambda shows a function at most 6 CPUs (at 8,846 MB and more).
 MAX_CORS_ORIGINS = 100  # AWS::Lambda::Url Cors.AllowOrigins: at most 100 items
 MAX_ORIGIN_LENGTH = 253  # ... each 1-253 characters.
+MAX_MAP_CONCURRENCY = 10_000  # a Distributed Map runs at most 10,000 child workflows at once
+MAX_ITEMS_PER_BATCH = 100_000  # embedder.batch's key format (six digits per position)
+MIN_BATCH_BYTES = 1_024
+MAX_BATCH_BYTES = 262_144  # ItemBatcher's MaxInputBytesPerBatch: 256 KiB at most
 
 PLATFORMS: Mapping[Architecture, str] = {"x86_64": "linux/amd64", "arm64": "linux/arm64"}
 """The Docker image platform each Lambda architecture runs."""
@@ -304,6 +308,17 @@ Origins = Annotated[
     Allowed("must be a list of origins (or, with -c, a comma-separated string)"),
 ]
 LocalPath = Annotated[str | None, BeforeValidator(_unset_or_text), Allowed("must be unset (null) or a path")]
+BucketName = Annotated[
+    Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")] | None,
+    BeforeValidator(_unset_or_text),
+    Allowed("must be unset (null: the stack creates a bucket) or an S3 bucket name (3-63 of a-z 0-9 . -)"),
+]
+S3Prefix = Annotated[
+    str,
+    Field(pattern=r"^[A-Za-z0-9!_.*'()-][A-Za-z0-9!_.*'()/-]{0,199}/$"),
+    AfterValidator(_no_parent_dirs),
+    Allowed("must be an S3 key prefix ending in '/', e.g. input/ (letters, digits, !_.*'()-/, no leading /)"),
+]
 def _not_aws_namespace(value: str | None) -> str | None:
     if value is not None and value.startswith("AWS/"):
         raise ValueError("AWS/ namespaces are AWS's own")
@@ -533,6 +548,62 @@ class EmbeddingsModel(_Settings):
         }
 
 
+class BatchEmbeddingsConfig(_Settings):
+    """The optional bulk embedding part (keys ``batch_embeddings*``): bucket, batch function, state machine.
+
+    docs/batch.md explains each limit: a batch is at most 256 KiB of items (Step Functions' payload
+    limit), a Distributed Map runs at most 10,000 child workflows at once.
+    """
+
+    model_config = ConfigDict(alias_generator=_prefixed("batch_embeddings_"))
+
+    enabled: Annotated[Switch, Field(alias="batch_embeddings")]
+    bucket_name: BucketName = None
+    """None: the stack creates the bucket; else the name of an existing bucket to read and write."""
+    input_prefix: S3Prefix
+    output_prefix: S3Prefix
+    memory_mb: MemoryMb
+    timeout_s: TimeoutS
+    max_concurrency: Annotated[
+        int,
+        Field(ge=1, le=MAX_MAP_CONCURRENCY),
+        BeforeValidator(_not_bool),
+        Allowed(f"must be an integer from 1 to {MAX_MAP_CONCURRENCY} (batch functions running at once)"),
+    ]
+    items_per_batch: Annotated[
+        int,
+        Field(ge=1, le=MAX_ITEMS_PER_BATCH),
+        BeforeValidator(_not_bool),
+        Allowed(f"must be an integer from 1 to {MAX_ITEMS_PER_BATCH}"),
+    ]
+    bytes_per_batch: Annotated[
+        int,
+        Field(ge=MIN_BATCH_BYTES, le=MAX_BATCH_BYTES),
+        BeforeValidator(_not_bool),
+        Allowed(
+            f"must be an integer from {MIN_BATCH_BYTES} to {MAX_BATCH_BYTES} (bytes; Step Functions "
+            "passes at most 256 KiB to a child workflow)"
+        ),
+    ]
+    tolerated_failure_percentage: Annotated[
+        float,
+        Field(ge=0, le=100),
+        BeforeValidator(_not_bool),
+        Allowed("must be a number from 0 to 100 (percent of items)"),
+    ]
+
+    @field_validator("output_prefix")
+    @classmethod
+    def _prefixes_apart(cls, value: str, info: ValidationInfo) -> str:
+        other = info.data.get("input_prefix")
+        if other is not None and (value.startswith(other) or other.startswith(value)):
+            raise _problem(
+                f"must not overlap {cls.key('input_prefix')} ({other!r}): the state machine may only read "
+                "the input prefix and the batch function may only write the output prefix"
+            )
+        return value
+
+
 class AppConfig(_Settings):
     """Everything the stack needs to know, validated. Build it with ``from_context``."""
 
@@ -564,12 +635,15 @@ class AppConfig(_Settings):
     """Where alarm notifications go (an SNS topic with this e-mail subscription); None: no topic."""
     tracing_enabled: Switch
     """Active X-Ray tracing of both functions, with spans from the handlers."""
+    batch: BatchEmbeddingsConfig
+    """The optional bulk embedding part (off by default): docs/batch.md."""
 
     SECTIONS: ClassVar[Mapping[str, type[_Settings]]] = {
         "llama": LlamaFunctionConfig,
         "llama_model": LlamaModel,
         "embeddings": EmbeddingsFunctionConfig,
         "embeddings_model": EmbeddingsModel,
+        "batch": BatchEmbeddingsConfig,
     }
     """Fields holding a group of settings; their own fields carry the context keys as aliases."""
 
