@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-dir", type=Path, default=LOG_DIR, help="where the functions' logs go (default %(default)s)"
     )
+    parser.add_argument(
+        "--checkpoint",
+        action="store_true",
+        help="SnapStart functions: checkpoint the initialised runtime with CRIU and restore a copy for "
+        "each new environment (root and scripts/build-criu.sh needed; default: the lifecycle in place)",
+    )
     for key in FUNCTION_KEYS:
         parser.add_argument(f"--{key}-memory-mb", type=int, help="memory size (default: cdk.json)")
         parser.add_argument(f"--{key}-timeout-s", type=int, help="timeout in seconds (default: cdk.json)")
@@ -255,6 +261,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = options_from(args)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     stack = LocalStack([], echo=echo, verbose=args.verbose, log_dir=args.log_dir)
+    if args.checkpoint:
+        from local.snapstart import CriuSnapshots
+
+        stack.snapshots = CriuSnapshots
     try:
         stack.plans = build_plans(options, echo=echo)
         stack.start()

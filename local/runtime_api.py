@@ -937,6 +937,9 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
 
     def _restore_next(self) -> None:
         env = self.server.function.environment()
+        if env is not None and env.state == "restoring":
+            self._answer(200, b"")  # a restored copy asking again after its held GET was dropped
+            return
         if env is None or env.kind == "on-demand" or env.state != "init":
             self._refuse(403, "InvalidStateTransition", "restore/next is only for a SnapStart init")
             return
