@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from aws_cdk import Annotations, Duration, RemovalPolicy, Size
+from aws_cdk import Acknowledgment, Annotations, Duration, RemovalPolicy, Size, Validations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -24,6 +24,12 @@ ALIAS_NAME = "live"
 
 URL_INVOKE_MODE_VARIABLE = "FUNCTION_URL_INVOKE_MODE"
 """Tells the handler's runtime how its Function URL frames answers (RESPONSE_STREAM or BUFFERED)."""
+METRICS_NAMESPACE_VARIABLE = "POWERTOOLS_METRICS_NAMESPACE"
+"""The CloudWatch namespace of the handler's EMF metrics (lambda_common.metrics)."""
+METRICS_DISABLED_VARIABLE = "POWERTOOLS_METRICS_DISABLED"
+"""Set to true when metrics are off: powertools and lambda_common.metrics then write nothing."""
+TRACING_VARIABLE = "TRACING_ENABLED"
+"""true with active tracing: the handler then makes its X-Ray spans (lambda_common.tracing)."""
 
 CORS_ALLOWED_METHODS = (lambda_.HttpMethod.GET, lambda_.HttpMethod.POST)
 CORS_ALLOWED_HEADERS = (
@@ -104,8 +110,13 @@ class InferenceFunction(Construct):
         log_retention_days: int,
         url_auth_type: lambda_.FunctionUrlAuthType,
         cors_allowed_origins: Sequence[str],
+        metrics_namespace: str,
+        metrics_enabled: bool = True,
+        tracing_enabled: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
+        self.service_name = service_name
+        """The ``service`` dimension of the handler's metrics (POWERTOOLS_SERVICE_NAME)."""
 
         self.log_group = logs.LogGroup(
             self,
@@ -137,7 +148,12 @@ class InferenceFunction(Construct):
             # (AWS_LAMBDA_LOG_LEVEL) first and this one where Lambda sets none (make local).
             "POWERTOOLS_LOG_LEVEL": log_level,
             URL_INVOKE_MODE_VARIABLE: url_invoke_mode,
+            METRICS_NAMESPACE_VARIABLE: metrics_namespace,
         }
+        if not metrics_enabled:
+            environment[METRICS_DISABLED_VARIABLE] = "true"
+        if tracing_enabled:
+            environment[TRACING_VARIABLE] = "true"
         if settings.threads is not None:
             environment["N_THREADS"] = str(settings.threads)
 
@@ -164,12 +180,29 @@ class InferenceFunction(Construct):
             # Without it Lambda filters JSON logs at INFO, whatever log_level says.
             application_log_level_v2=_APPLICATION_LOG_LEVELS[lambda_log_level],
             snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if settings.snap_start else None,
+            # Active: Lambda samples and records each invocation, and runs the X-Ray daemon the
+            # handler's spans go to. Off by default: traces are billed per trace recorded.
+            tracing=lambda_.Tracing.ACTIVE if tracing_enabled else None,
             # A deploy that changes the function publishes a new version and moves the alias;
             # the old one is deleted rather than kept (CDK's default), so no stale SnapStart
             # snapshot keeps billing its cache charge.
             current_version_options=lambda_.VersionOptions(removal_policy=RemovalPolicy.DESTROY),
             environment=environment,
         )
+
+        if tracing_enabled:
+            # On the role's policy alone, not on everything under the role.
+            policy = self.role.node.find_child("DefaultPolicy").node.default_child
+            assert policy is not None  # the log-group statement above created it
+            Validations.of(policy).acknowledge(
+                Acknowledgment(
+                    id="AwsSolutions-IAM5[Resource::*]",
+                    reason=(
+                        "Active tracing: Lambda adds xray:PutTraceSegments and xray:PutTelemetryRecords "
+                        "on '*'; X-Ray has no resource-level permissions for these actions."
+                    ),
+                )
+            )
 
         self.alias: lambda_.Alias | None = None
         self.invoke_target: lambda_.IFunction = self.function

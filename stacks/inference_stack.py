@@ -22,8 +22,10 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
+from stacks.batch_embeddings import BatchEmbeddings
 from stacks.config import AppConfig, FunctionConfig, UrlInvokeMode
 from stacks.inference_function import InferenceFunction
+from stacks.observability import Observability, ObservedFunction
 from stacks.regions import (
     FUNCTION_URL_UNSUPPORTED_REGIONS,
     SNAPSTART_UNSUPPORTED_REGIONS,
@@ -84,6 +86,31 @@ class InferenceStack(Stack):
             model_local_path=config.embeddings_model.local_path,
         )
         functions = {"Llama": self.llama, "Embeddings": self.embeddings}
+        self.observability = Observability(
+            self,
+            "Observability",
+            config=config,
+            functions=[
+                ObservedFunction(
+                    key=part.service_name,
+                    title=title,
+                    function=part.function,
+                    timeout_s=settings.timeout_s,
+                    reserved_concurrency=config.reserved_concurrency(settings),
+                    snap_start=settings.snap_start,
+                    daily_token_budget=settings.daily_token_budget,
+                    generates=part is self.llama,
+                )
+                for part, settings, title in (
+                    (self.llama, config.llama, f"Generator ({config.llama_model.source})"),
+                    (self.embeddings, config.embeddings, f"Embeddings ({config.embeddings_model.source})"),
+                )
+            ],
+        )
+
+        self.batch: BatchEmbeddings | None = None
+        if config.batch.enabled:
+            self.batch = BatchEmbeddings(self, "BatchEmbeddings", config=config, images_dir=images_dir)
 
         self.api_key: secretsmanager.Secret | None = None
         if api_key_mode:
@@ -231,4 +258,7 @@ class InferenceStack(Stack):
                 else lambda_.FunctionUrlAuthType.AWS_IAM
             ),
             cors_allowed_origins=config.cors_allowed_origins,
+            metrics_namespace=config.namespace,
+            metrics_enabled=config.metrics_enabled,
+            tracing_enabled=config.tracing_enabled,
         )
