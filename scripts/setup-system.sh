@@ -12,6 +12,7 @@
 #                  inside its own container (a static binary can be mounted in);
 #   qemu-user      the same emulator for host programs (qemu-x86_64 -cpu Haswell)
 #   uidmap         newuidmap/newgidmap, for rootless podman and mmdebstrap
+#   curl           a real HTTP client for the streaming tests (curl -N)
 #   (then CRIU 4.1.1, built by scripts/build-criu.sh: Debian's 3.17 fails on this kernel)
 #
 # The podman settings go to .cache/containers/containers.conf, not /etc: local/images.py
@@ -20,7 +21,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-PACKAGES=(podman runc netavark mmdebstrap qemu-user qemu-user-static uidmap)
+PACKAGES=(podman runc netavark mmdebstrap qemu-user qemu-user-static uidmap curl)
 CONF_DIR=.cache/containers
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

@@ -155,39 +155,6 @@ def test_any_producer_failure_mid_stream_is_reported_in_the_trailers(stub: Runti
     assert answer.trailers[ERROR_TYPE.lower()] == "RuntimeError"
 
 
-def test_a_whole_url_answer_is_framed_when_the_url_streams(
-    stub: RuntimeApiStub, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Given a URL in RESPONSE_STREAM mode, which passes any answer without the prelude through raw
-    monkeypatch.setenv("FUNCTION_URL_INVOKE_MODE", "RESPONSE_STREAM")
-    response = {
-        "statusCode": 404,
-        "headers": {"Content-Type": "application/json"},
-        "cookies": ["c=1"],
-        "body": '{"error": "no route"}',
-    }
-    # When a handler answers a Function URL event whole
-    answer = invoke(stub, lambda event, context: response, function_url_event("GET", "/nothing"))
-    # Then its status, headers and cookies travel in the prelude, its body after it
-    assert answer.headers["content-type"] == HTTP_INTEGRATION
-    prelude, _, body = answer.body.partition(PRELUDE_DELIMITER)
-    assert json.loads(prelude) == {
-        "statusCode": 404,
-        "headers": {"Content-Type": "application/json"},
-        "cookies": ["c=1"],
-    }
-    assert body == b'{"error": "no route"}'
-
-
-def test_a_direct_answer_is_not_framed_even_when_the_url_streams(
-    stub: RuntimeApiStub, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("FUNCTION_URL_INVOKE_MODE", "RESPONSE_STREAM")
-    answer = invoke(stub, lambda event, context: {"statusCode": 7}, {"prompt": "x"})
-    assert "lambda-runtime-function-response-mode" not in answer.headers
-    assert answer.json() == {"statusCode": 7}
-
-
 def test_a_caller_that_goes_away_closes_the_stream_and_stops_generation(stub: RuntimeApiStub) -> None:
     # Given a platform that hangs up after the first piece (its caller disconnected)
     stub.hang_up_after = 1

@@ -27,6 +27,7 @@ from lambda_common.app import FunctionApp
 from lambda_common.auth import ApiKeyGuard
 from lambda_common.body import MAX_DEPTH
 from lambda_common.errors import DirectErrorBody
+from lambda_common.streaming import StreamingResponse
 from local.functions import prepare_embeddings_model
 from local.models import EMBEDDINGS_MODEL_ID, embedded_embeddings_model, embedded_gguf
 from local.rie import IMAGES
@@ -294,6 +295,26 @@ def test_an_unknown_route_is_a_404_that_lists_the_routes(key: str) -> None:
         assert answer.status == 404
         message = assert_error_in_family_shape(key, "GET", path, answer)
         assert all(f"{m} {p}" in message for m, p in route_table(key))
+
+
+@pytest.mark.parametrize("key", sorted(SUBJECTS))
+def test_on_a_streaming_url_every_answer_carries_its_http_prelude(
+    key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a Function URL in RESPONSE_STREAM mode, which passes an answer without the prelude
+    # through raw with status 200
+    monkeypatch.setattr(app(key), "url_streaming", True)
+    # When a URL request is refused (404) through the runtime loop's entry point
+    event = json.dumps(function_url_event("GET", "/nowhere")).encode()
+    answer = app(key).streaming_handler(event, FakeContext())
+    # Then the answer is framed: its status and headers in the prelude, the error body after it
+    assert isinstance(answer, StreamingResponse)
+    assert answer.prelude is not None
+    assert answer.prelude["statusCode"] == 404
+    assert json.loads(b"".join(answer.chunks))["error"]
+    # And a direct invoke's answer is not framed (it is no HTTP response)
+    direct_answer = app(key).streaming_handler(json.dumps(direct_payloads(key)[0]).encode(), FakeContext())
+    assert not isinstance(direct_answer, StreamingResponse)
 
 
 # ------------------------------------------------------------------ the direct path

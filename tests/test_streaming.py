@@ -22,7 +22,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -147,7 +146,6 @@ def test_openai_sdk_streams_completions(llama: RunningFunction, sdk: openai.Open
 # --- curl -N -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed (apt-get install curl)")
 def test_curl_no_buffer_prints_events_as_they_come(llama: RunningFunction, model: str) -> None:
     # Given the README's curl -N command for a streamed chat completion
     body = {"model": model, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": TOKENS}

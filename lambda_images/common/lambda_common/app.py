@@ -146,6 +146,16 @@ def _url_event_problem(event: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _whole(result: Mapping[str, Any]) -> bytes:
+    """The body of a resolved URL answer as bytes (powertools base64-encodes bytes bodies)."""
+    raw = result.get("body")
+    if raw is None:
+        return b""
+    if result.get("isBase64Encoded"):
+        return base64.b64decode(raw)
+    return raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)
+
+
 def is_function_url_event(event: Any) -> bool:
     """True for an event that claims to be a Function URL (payload format 2.0) event."""
     return (
@@ -359,16 +369,22 @@ class FunctionApp:
         finally:
             self._invocation.reset(token)
         body = result.get("body")
-        if not isinstance(body, Stream):
-            return result
         if stream and self.url_streaming:
+            # A URL in RESPONSE_STREAM mode passes an answer without the HTTP prelude through raw,
+            # with status 200: so every answer, whole or streamed, goes out with its prelude.
             prelude: dict[str, Any] = {
                 "statusCode": result["statusCode"],
                 "headers": result.get("headers", {}),
             }
             if result.get("cookies"):
                 prelude["cookies"] = result["cookies"]
-            return StreamingResponse(body.media_type, body.chunks(), prelude)
+            if isinstance(body, Stream):
+                return StreamingResponse(body.media_type, body.chunks(), prelude)
+            return StreamingResponse(
+                prelude["headers"].get("Content-Type", JSON), iter([_whole(result)]), prelude
+            )
+        if not isinstance(body, Stream):
+            return result
         try:
             result["body"] = body.drain().decode("utf-8")
         except RequestError as error:

@@ -28,11 +28,8 @@ the trailers ``Lambda-Runtime-Function-Error-Type`` and
 caller goes away mid-stream (the platform closes the connection or answers
 early), the stream is closed, which stops the work producing it.
 
-A Function URL in invoke mode ``RESPONSE_STREAM`` (``FUNCTION_URL_INVOKE_MODE``,
-set by the stack) streams every answer: one whose body is not HTTP-integration
-framed reaches the HTTP client as it is, with status 200. So a whole answer to
-a Function URL event (``{"statusCode", "headers", "cookies", "body"}``) is sent
-in that framing too, and its status and headers reach the client.
+Which answers are framed for HTTP is the handler's decision (the request core
+knows the URL's invoke mode): this loop frames what it is given.
 
 Run it as ``python -m lambda_common.lambda_runtime handler.lambda_handler``.
 """
@@ -398,8 +395,6 @@ def serve_one(api: RuntimeApi, handler: Handler, invocation: Invocation) -> None
         _logger.exception("the handler raised")
         api.invocation_error(invocation.request_id, error_json(exc))
         return
-    if url_streams() and isinstance(result, Mapping) and _is_url_event(event):
-        result = http_response_stream(result)
     if isinstance(result, StreamingResponse):
         try:
             api.stream(invocation.request_id, result)
@@ -419,47 +414,6 @@ def serve_one(api: RuntimeApi, handler: Handler, invocation: Invocation) -> None
     except (RuntimeApiError, OSError, http.client.HTTPException) as refused:
         # e.g. 413 over 6 MB: Lambda has failed the invoke; this runtime serves the next one
         _logger.error("the Runtime API refused the response: %s", refused)
-
-
-def url_streams() -> bool:
-    """True when this function's URL is in invoke mode RESPONSE_STREAM (the stack sets the variable)."""
-    return os.environ.get("FUNCTION_URL_INVOKE_MODE", "").upper() == "RESPONSE_STREAM"
-
-
-def _is_url_event(event: Any) -> bool:
-    """True for a Function URL (payload format 2.0) event, decoded or as the payload's raw bytes."""
-    if isinstance(event, bytes | bytearray):
-        try:
-            event = json.loads(event)
-        except (ValueError, RecursionError):
-            return False
-    return (
-        isinstance(event, Mapping)
-        and event.get("version") == "2.0"
-        and isinstance(event.get("requestContext"), Mapping)
-        and "rawPath" in event
-    )
-
-
-def http_response_stream(result: Mapping[str, Any]) -> StreamingResponse | Mapping[str, Any]:
-    """A whole Function URL answer in the HTTP-integration framing (left as it is if it is not one)."""
-    status = result.get("statusCode")
-    if isinstance(status, bool) or not isinstance(status, int):
-        return result
-    prelude: dict[str, Any] = {"statusCode": status, "headers": dict(result.get("headers") or {})}
-    if result.get("cookies"):
-        prelude["cookies"] = list(result["cookies"])
-    raw = result.get("body")
-    if raw is None:
-        body = b""
-    elif isinstance(raw, str) and result.get("isBase64Encoded") is True:
-        body = base64.b64decode(raw)
-    elif isinstance(raw, str):
-        body = raw.encode("utf-8")
-    else:
-        body = json.dumps(raw, ensure_ascii=False).encode("utf-8")
-    content_type = str(prelude["headers"].get("Content-Type") or prelude["headers"].get("content-type") or "")
-    return StreamingResponse(content_type or "application/json", iter([body]), prelude)
 
 
 def invocations(api: RuntimeApi) -> Iterator[Invocation]:

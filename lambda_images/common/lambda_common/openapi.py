@@ -217,9 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             },
         },
     ]
-    text = render(
-        document(app, title=title, version=args.version, description=description, servers=servers)
-    )
+    text = render(document(app, title=title, version=args.version, description=description, servers=servers))
     if args.check:
         current = args.output.read_text() if args.output.is_file() else ""
         if current != text:
