@@ -96,9 +96,13 @@ def test_errors_are_answers_and_the_runtime_survives(onnx_function: EmulatedFunc
     # Then both come back as structured errors, not function errors
     assert direct.status == 200
     assert direct.json() == {
-        "error": "inputs must not be empty: send a string or a non-empty list of strings",
-        "error_type": "Empty",
-        "status": 400,
+        "error": {
+            "message": "inputs must not be empty: send a string or a non-empty list of strings",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "empty",
+            "status": 400,
+        }
     }
     assert "X-Amz-Function-Error" not in direct.headers
     assert status == 422

@@ -1,9 +1,10 @@
-"""The llama.cpp generator under the real runtime: awslambdaric behind the Lambda RIE.
+"""The llama.cpp generator behind the real Lambda RIE, with its image's runtime loop, Function URL BUFFERED.
 
-The handler runs in its own process exactly as Lambda starts it
-(``python -m awslambdaric handler.lambda_handler``), on the real SmolLM2 GGUF,
-and is invoked over HTTP through the emulator's Invoke API: once with the
-seed's direct payload, once with a Function URL event.
+The handler runs in its own process exactly as the image starts it
+(``python -m lambda_common.lambda_runtime handler.lambda_handler``), on the real
+SmolLM2 GGUF, and is invoked over HTTP through the emulator's Invoke API: with
+the seed's direct payload, and with Function URL events answered whole (a URL in
+BUFFERED mode). tests/test_llama_runtime_rie.py does the same for a streaming URL.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import openai.types.chat as oa_chat
 import pytest
 
+from local.functions import image_runtime
 from local.models import embedded_gguf
 from local.rie import IMAGES, ROOT, EmulatedFunction, FunctionSpec
 from tests.conftest import function_url_event
@@ -33,6 +35,7 @@ def spec(**environment: str) -> FunctionSpec:
         code_dir=IMAGES / "llama",
         memory_mb=1769,  # one vCPU of CPU share: one thread
         timeout_s=60,
+        runtime=image_runtime("llama"),
         environment={
             "MODEL_PATH": str(embedded_gguf()),
             "N_CTX": "1024",
@@ -112,7 +115,7 @@ def test_bad_payloads_come_back_as_error_objects_not_runtime_errors(function: Em
     result = function.invoke({"prompt": "llamas are", "n-generate": "one"})
     assert result.status == 200
     answer = result.json()
-    assert answer["error"]["code"] == 400
+    assert (answer["error"]["status"], answer["error"]["code"]) == (400, "invalid_value")
     assert "n-generate" in answer["error"]["message"]
     assert "errorType" not in answer  # the runtime's shape for an unhandled exception
     status, _, text = url_response(function, function_url_event("DELETE", "/v1/models"))
