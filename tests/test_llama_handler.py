@@ -458,7 +458,7 @@ def test_tokenize_and_detokenize_round_trip(handler: types.ModuleType) -> None:
         ("POST", "/v1/completions", "{not json", 400, "invalid_json"),
         ("POST", "/v1/completions", "", 400, "invalid_body"),
         ("POST", "/v1/completions", {"prompt": 7}, 400, "invalid_value"),
-        ("POST", "/v1/completions", {"prompt": "a", "logprobs": 3}, 400, "invalid_value"),
+        ("POST", "/v1/completions", {"prompt": "a", "logprobs": 21}, 400, "invalid_value"),
         ("POST", "/v1/completions", {"prompt": ["a", "b"]}, 400, "invalid_value"),
         ("POST", "/v1/completions", {"prompt": "a", "n": 2}, 400, "invalid_value"),
         ("POST", "/v1/completions", {"prompt": "a", "max_tokens": -5}, 400, "invalid_value"),

@@ -35,7 +35,8 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -52,15 +53,19 @@ from lambda_common.errors import (
 )
 from lambda_common.schemas import ModelCard, ModelList
 from lambda_common.streaming import Stream
-from llama_app.engine import Engine, Generation, GenerationRun, SamplingParams
+from llama_app.chat import ChatTurn, Content, TurnResult
+from llama_app.engine import Engine, Generation, GenerationRun, SamplingParams, TokenLogprob
 from llama_app.schemas import (
+    AllowedToolsChoice,
     AssistantMessage,
     ChatChoice,
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
     ChatMessage,
+    ChoiceLogprobs,
     CompletionChoice,
+    CompletionLogprobs,
     CompletionRequest,
     CompletionResponse,
     DetokenizeRequest,
@@ -68,16 +73,34 @@ from llama_app.schemas import (
     DirectRequest,
     DirectResponse,
     DirectStreamEvent,
+    FunctionCallOut,
     HealthResponse,
+    NamedToolChoice,
     OpenAIFinishReason,
+    ResponseFormatJsonObject,
+    ResponseFormatJsonSchema,
     Sampling,
     Timings,
     TokenizeRequest,
     TokenizeResponse,
+    TokenLogprobOut,
     TokenPiece,
+    ToolCallOut,
+    TopLogprob,
     Usage,
 )
 from llama_app.settings import LlamaSettings
+from llama_app.structured import JSON_OBJECT_SCHEMA, JsonSchemaGrammar, schema_to_grammar
+from llama_app.tools import (
+    ArgumentsEvent,
+    CallStart,
+    ParsedCall,
+    Tool,
+    ToolPlan,
+    answer_or_call_grammar,
+    calls_grammar,
+    render_messages,
+)
 
 SSE = "text/event-stream"
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -158,9 +181,107 @@ def _usage(gen: Generation) -> Usage:
     )
 
 
-def _chat_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
-    # Chat templates know system/user/assistant; OpenAI's newer "developer" role is a system message.
-    return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in messages]
+def _chat_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
+    """Messages as chat templates read them: content as text (None for a bare tool-call message),
+    calls with decoded arguments. Templates know system/user/assistant/tool; OpenAI's newer
+    "developer" role is a system message."""
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        item: dict[str, Any] = {
+            "role": "system" if message.role == "developer" else message.role,
+            "content": message.text() if message.content is not None else None,
+        }
+        if message.tool_calls:
+            item["tool_calls"] = [
+                {
+                    "id": tool_call.id,
+                    "type": "function",
+                    "function": {
+                        "name": tool_call.function.name,
+                        "arguments": json.loads(tool_call.function.arguments),
+                    },
+                }
+                for tool_call in message.tool_calls
+            ]
+        if message.tool_call_id is not None:
+            item["tool_call_id"] = message.tool_call_id
+        out.append(item)
+    return out
+
+
+def _tool_plan(request: ChatCompletionRequest) -> ToolPlan | None:
+    """The request's tools and tool_choice, checked: names unique, choices among the tools."""
+    if not request.tools:
+        return None
+    tools: list[Tool] = []
+    for index, definition in enumerate(request.tools):
+        function = definition.function
+        if any(tool.name == function.name for tool in tools):
+            raise InvalidRequest(
+                f"tools[{index}].function.name: {function.name!r} is given twice",
+                param=f"tools[{index}].function.name",
+            )
+        parameters = (
+            function.parameters if function.parameters is not None else {"type": "object", "properties": {}}
+        )
+        if parameters.get("type", "object") != "object":
+            raise InvalidRequest(
+                f"tools[{index}].function.parameters must be a JSON Schema of type object",
+                param=f"tools[{index}].function.parameters",
+            )
+        tools.append(Tool(function.name, function.description, {"type": "object", **parameters}))
+    by_name = {tool.name: tool for tool in tools}
+
+    def named(name: str, param: str) -> Tool:
+        if name not in by_name:
+            raise InvalidRequest(f"{param}: {name!r} is not one of the tools", param=param)
+        return by_name[name]
+
+    choice = request.tool_choice if request.tool_choice is not None else "auto"
+    if isinstance(choice, NamedToolChoice):
+        # A function forced by name is called once, as OpenAI does.
+        return ToolPlan(tools, [named(choice.function.name, "tool_choice.function.name")], "required", False)
+    if isinstance(choice, AllowedToolsChoice):
+        allowed = [
+            named(item.function.name, f"tool_choice.allowed_tools.tools[{i}].function.name")
+            for i, item in enumerate(choice.allowed_tools.tools)
+        ]
+        return ToolPlan(tools, allowed, choice.allowed_tools.mode, request.parallel_tool_calls)
+    return ToolPlan(tools, tools, choice, request.parallel_tool_calls)
+
+
+def _chat_logprobs(entries: Sequence[TokenLogprob], top: int) -> ChoiceLogprobs:
+    return ChoiceLogprobs(
+        content=[
+            TokenLogprobOut(
+                token=entry.token,
+                logprob=entry.logprob,
+                bytes=entry.bytes,
+                top_logprobs=[TopLogprob(token=t, bytes=b, logprob=lp) for t, b, lp in entry.top[:top]],
+            )
+            for entry in entries
+        ]
+    )
+
+
+def _completion_logprobs(entries: Sequence[TokenLogprob], offset: int) -> CompletionLogprobs:
+    """OpenAI's legacy shape; ``offset``: characters before the first of these tokens (prompt included)."""
+    offsets = []
+    for entry in entries:
+        offsets.append(offset)
+        offset += len(entry.token)
+    return CompletionLogprobs(
+        tokens=[entry.token for entry in entries],
+        token_logprobs=[entry.logprob for entry in entries],
+        top_logprobs=[{t: lp for t, _, lp in reversed(entry.top)} for entry in entries],
+        text_offset=offsets,
+    )
+
+
+def _tool_calls_out(calls: Sequence[ParsedCall]) -> list[ToolCallOut] | None:
+    if not calls:
+        return None
+    return [ToolCallOut(id=c.id, function=FunctionCallOut(name=c.name, arguments=c.arguments)) for c in calls]
 
 
 class GeneratorApi:
@@ -270,12 +391,13 @@ class GeneratorApi:
             total_ms=round(t.total_ms, 2),
         )
 
-    def _log(self, route: str, gen: Generation, *, streamed: bool) -> None:
+    def _log(self, route: str, gen: Generation, *, streamed: bool, tool_calls: int = 0) -> None:
         self.app.logger.info(
             "generated",
             extra={
                 "route": route,
                 "streamed": streamed,
+                "tool_calls": tool_calls,
                 "prompt_tokens": gen.prompt_tokens,
                 "completion_tokens": gen.completion_tokens,
                 "finish_reason": gen.finish_reason,
@@ -285,7 +407,22 @@ class GeneratorApi:
             },
         )
 
-    def _stream(self, events: Iterator[bytes], family: ErrorFamily, run: GenerationRun) -> Stream:
+    def _constrained(
+        self, params: SamplingParams, json_schema: dict[str, Any] | None, grammar: str | None, param: str
+    ) -> SamplingParams:
+        """``params`` with llama.cpp's ``json_schema`` or ``grammar`` fields applied (checked, compiled)."""
+        if json_schema is not None:
+            text = schema_to_grammar(json_schema, param="json_schema")
+            return replace(
+                params, grammar=self.engine.compile_grammar(text, param="json_schema"), special=True
+            )
+        if grammar is not None:
+            return replace(
+                params, grammar=self.engine.compile_grammar(grammar, param="grammar"), special=True
+            )
+        return params
+
+    def _stream(self, events: Iterator[bytes], family: ErrorFamily, run: GenerationRun | ChatTurn) -> Stream:
         def guarded() -> Iterator[bytes]:
             try:
                 yield from events
@@ -301,6 +438,7 @@ class GeneratorApi:
         self._model_named(request.model)
         param = "n-generate" if request.n_generate is not None else "max_tokens"
         params = self._sampling(request, request.requested_tokens(), param)
+        params = self._constrained(params, request.json_schema, request.grammar, param)
         if request.messages is not None:
             prompt = self.engine.prepare_chat(_chat_messages(request.messages))
         else:
@@ -339,28 +477,43 @@ class GeneratorApi:
     def completions(self, request: CompletionRequest, call: Invocation) -> CompletionResponse | Stream:
         """OpenAI's (legacy) text completion."""
         self._model_named(request.model)
-        prompt = self.engine.prepare_text(request.prompt_text())
-        run = self.engine.generate(
-            prompt, self._sampling(request, request.max_tokens, "max_tokens"), call.deadline
-        )
+        params = self._sampling(request, request.max_tokens, "max_tokens")
+        params = self._constrained(params, request.json_schema, request.grammar, "max_tokens")
+        if request.logprobs is not None:
+            params = replace(params, logprobs=request.logprobs)
+        prompt_text = request.prompt_text()
+        prompt = self.engine.prepare_text(prompt_text)
+        run = self.engine.generate(prompt, params, call.deadline)
         ident, created, alias = f"cmpl-{uuid.uuid4().hex}", int(time.time()), self.settings.alias
+        want_logprobs = request.logprobs is not None
         if not request.stream:
             gen = run.finish()
             self._log("/v1/completions", gen, streamed=False)
             finish, cut = _openai_finish(gen)
+            logprobs = _completion_logprobs(gen.logprobs, len(prompt_text)) if want_logprobs else None
             return CompletionResponse(
                 id=ident,
                 created=created,
                 model=alias,
-                choices=[CompletionChoice(text=gen.text, finish_reason=finish, deadline_reached=cut)],
+                choices=[
+                    CompletionChoice(
+                        text=gen.text, logprobs=logprobs, finish_reason=finish, deadline_reached=cut
+                    )
+                ],
                 usage=_usage(gen),
                 timings=self._timings(gen, call),
             )
         head = {"id": ident, "object": "text_completion", "created": created, "model": alias}
 
         def events() -> Iterator[bytes]:
+            offset = len(prompt_text)
             for piece in run:
-                choice = {"text": piece, "index": 0, "logprobs": None, "finish_reason": None}
+                logprobs = None
+                if want_logprobs:
+                    entries = run.take_logprobs()
+                    logprobs = _dump(_completion_logprobs(entries, offset))
+                    offset += sum(len(entry.token) for entry in entries)
+                choice = {"text": piece, "index": 0, "logprobs": logprobs, "finish_reason": None}
                 yield sse({**head, "choices": [choice]})
             gen = run.result
             assert gen is not None
@@ -380,27 +533,71 @@ class GeneratorApi:
 
         return self._stream(events(), OPENAI, run)
 
+    def _chat_turn(self, request: ChatCompletionRequest, call: Invocation) -> ChatTurn:
+        """Check the request's tools and response format, render the prompt, set up the turn."""
+        param = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
+        params = self._sampling(request, request.requested_tokens(), param)
+        if request.logprobs:
+            params = replace(params, logprobs=request.top_logprobs or 0)
+        plan = _tool_plan(request)
+        active = plan is not None and plan.active
+        schema: Any = None
+        if isinstance(request.response_format, ResponseFormatJsonSchema):
+            schema = request.response_format.json_schema.schema_
+        elif isinstance(request.response_format, ResponseFormatJsonObject):
+            schema = JSON_OBJECT_SCHEMA
+        calls = None
+        if active:
+            assert plan is not None
+            text = calls_grammar(plan)
+            calls = replace(
+                params,
+                grammar=self.engine.compile_grammar(text, param="tools"),
+                stop=(),
+                logprobs=None,
+                special=True,
+            )
+        if schema is not None and (not active or (plan is not None and plan.mode == "auto")):
+            where = "response_format.json_schema.schema"
+            if active:
+                converter = JsonSchemaGrammar()
+                converter.add(schema, "answer", where)
+                text = answer_or_call_grammar(converter, param=where)
+            else:
+                text = schema_to_grammar(schema, param=where)
+            params = replace(params, grammar=self.engine.compile_grammar(text, param=where), special=True)
+        messages, variables = render_messages(
+            _chat_messages(request.messages), plan, template_tools=self.engine.template_tools
+        )
+        prompt = self.engine.prepare_chat(messages, **variables)
+        return ChatTurn(self.engine, prompt, params, call.deadline, plan, calls)
+
     def chat_completions(
         self, request: ChatCompletionRequest, call: Invocation
     ) -> ChatCompletionResponse | Stream:
         """OpenAI's chat completion, with the model's own chat template."""
         self._model_named(request.model)
-        param = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
-        params = self._sampling(request, request.requested_tokens(), param)
-        prompt = self.engine.prepare_chat(_chat_messages(request.messages))
-        run = self.engine.generate(prompt, params, call.deadline)
+        turn = self._chat_turn(request, call)
         ident, created, alias = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), self.settings.alias
+        top = request.top_logprobs or 0
         if not request.stream:
-            gen = run.finish()
-            self._log("/v1/chat/completions", gen, streamed=False)
-            finish, cut = _openai_finish(gen)
+            result = turn.finish()
+            gen = result.generation
+            self._log("/v1/chat/completions", gen, streamed=False, tool_calls=len(result.calls))
+            message = AssistantMessage(
+                content=result.content if result.content.strip() or not result.calls else None,
+                tool_calls=_tool_calls_out(result.calls),
+            )
             return ChatCompletionResponse(
                 id=ident,
                 created=created,
                 model=alias,
                 choices=[
                     ChatChoice(
-                        message=AssistantMessage(content=gen.text), finish_reason=finish, deadline_reached=cut
+                        message=message,
+                        logprobs=_chat_logprobs(gen.logprobs, top) if request.logprobs else None,
+                        finish_reason=result.finish,
+                        deadline_reached=result.deadline_reached,
                     )
                 ],
                 usage=_usage(gen),
@@ -408,31 +605,44 @@ class GeneratorApi:
             )
         head = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": alias}
 
-        def chunk(delta: Mapping[str, Any], finish: str | None = None, **extra: Any) -> bytes:
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-            return sse({**head, "choices": [choice], **extra})
+        def chunk(delta: Mapping[str, Any], logprobs: Any = None) -> bytes:
+            choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": None}
+            return sse({**head, "choices": [choice]})
 
         def events() -> Iterator[bytes]:
             yield chunk({"role": "assistant", "content": ""})
-            for piece in run:
-                yield chunk({"content": piece})
-            gen = run.result
-            assert gen is not None
-            self._log("/v1/chat/completions", gen, streamed=True)
-            finish, cut = _openai_finish(gen)
+            for event in turn.events():
+                if isinstance(event, Content):
+                    logprobs = _dump(_chat_logprobs(event.logprobs, top)) if request.logprobs else None
+                    yield chunk({"content": event.text}, logprobs)
+                elif isinstance(event, CallStart):
+                    start = {
+                        "index": event.call.index,
+                        "id": event.call.id,
+                        "type": "function",
+                        "function": {"name": event.call.name, "arguments": ""},
+                    }
+                    yield chunk({"tool_calls": [start]})
+                elif isinstance(event, ArgumentsEvent):
+                    fragment = {"index": event.index, "function": {"arguments": event.fragment}}
+                    yield chunk({"tool_calls": [fragment]})
+            result: TurnResult | None = turn.result
+            assert result is not None
+            gen = result.generation
+            self._log("/v1/chat/completions", gen, streamed=True, tool_calls=len(result.calls))
             last = {
                 "index": 0,
                 "delta": {},
                 "logprobs": None,
-                "finish_reason": finish,
-                "deadline_reached": cut,
+                "finish_reason": result.finish,
+                "deadline_reached": result.deadline_reached,
             }
             yield sse({**head, "choices": [last], "timings": _dump(self._timings(gen, call))})
             if request.stream_options is not None and request.stream_options.include_usage:
                 yield sse({**head, "choices": [], "usage": _dump(_usage(gen))})
             yield SSE_DONE
 
-        return self._stream(events(), OPENAI, run)
+        return self._stream(events(), OPENAI, turn)
 
     # ------------------------------------------------------------------ other routes
 

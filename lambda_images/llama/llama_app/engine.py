@@ -24,8 +24,11 @@ answer is never labelled success.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import ctypes
+import os
 import secrets
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -44,6 +47,7 @@ from lambda_common.deadline import Deadline
 from lambda_common.errors import ContextLengthExceeded, InternalError, InvalidRequest, TooLarge
 from llama_app.schemas import FinishReason
 from llama_app.settings import LlamaSettings
+from llama_app.tools import template_renders_tools
 
 logger = Logger(child=True)
 
@@ -66,6 +70,8 @@ class SamplingParams:
     """Constrains sampling (JSON schema or GBNF), or None."""
     logprobs: int | None = None
     """Report each token's log probability and this many alternatives (0-20), or None."""
+    special: bool = False
+    """Render special tokens as their text (a grammar or tool-call markup may consist of them)."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,8 @@ class Prompt:
     tokens: list[int]
     stop: tuple[str, ...] = ()
     text: str = ""
+    param: str = "messages"
+    """The request field the prompt came from (named when it does not fit the context)."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +113,9 @@ class Generation:
     completion_tokens: int
     timings: GenerationTimings
     logprobs: list[TokenLogprob] = field(default_factory=list)
+    """One entry per generated token wholly in ``text`` (not one a stop string cut)."""
+    stop_hit: str | None = None
+    """The stop string that ended generation, if one did."""
 
 
 class _StopFilter:
@@ -114,6 +125,7 @@ class _StopFilter:
         self.stops = [stop for stop in stops if stop]
         self.pending = ""
         self.stopped = False
+        self.hit: str | None = None
 
     def feed(self, text: str) -> str:
         """Text that is final now; sets ``stopped`` (and drops the rest) when a stop string appears."""
@@ -121,8 +133,9 @@ class _StopFilter:
         if not self.stops:
             out, self.pending = self.pending, ""
             return out
-        cut = min((i for i in (self.pending.find(stop) for stop in self.stops) if i >= 0), default=-1)
-        if cut >= 0:
+        found = [(index, stop) for stop in self.stops if (index := self.pending.find(stop)) >= 0]
+        if found:
+            cut, self.hit = min(found, key=lambda item: item[0])
             out, self.pending, self.stopped = self.pending[:cut], "", True
             return out
         hold = 0
@@ -146,6 +159,15 @@ class GenerationRun:
     def __init__(self, pieces: Iterator[str]) -> None:
         self._pieces = pieces
         self.result: Generation | None = None
+        self._logprobs: list[TokenLogprob] = []
+        self._covered = 0
+        self._taken = 0
+
+    def take_logprobs(self) -> list[TokenLogprob]:
+        """The log probabilities of the tokens whose text was yielded since the last call."""
+        out = self._logprobs[self._taken : self._covered]
+        self._taken = self._covered
+        return out
 
     def __iter__(self) -> Iterator[str]:
         return self._pieces
@@ -172,6 +194,8 @@ class Engine:
         self.n_ctx = llm.n_ctx()
         self.n_vocab = llm.n_vocab()
         self.chat_template = _chat_template(llm)
+        self.template_tools = template_renders_tools(self.chat_template)
+        """The chat template renders tools, calls and results in ``<tool_call>`` markup (Qwen2.5's does)."""
         # Lambda sends one request at a time per environment; a local server may not.
         self._lock = threading.Lock()
 
@@ -193,7 +217,7 @@ class Engine:
     def prepare_text(self, prompt: str, *, param: str = "prompt") -> Prompt:
         """A plain-text prompt, tokenized as llama.cpp's completion does (BOS added)."""
         tokens = self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
-        return self._fits(Prompt(tokens=tokens, text=prompt), param)
+        return self._fits(Prompt(tokens=tokens, text=prompt, param=param), param)
 
     def prepare_chat(self, messages: Sequence[Mapping[str, Any]], **template_vars: Any) -> Prompt:
         """The conversation as the model's own chat template (from the GGUF file) renders it."""
@@ -205,7 +229,7 @@ class Engine:
             )
         try:
             rendered = self.chat_template(messages=list(messages), **template_vars)  # type: ignore[arg-type]
-        except (ValueError, jinja2.TemplateError) as exc:
+        except (ValueError, TypeError, jinja2.TemplateError) as exc:
             raise InvalidRequest(
                 f"the model's chat template refused these messages: {exc}",
                 param="messages",
@@ -216,6 +240,36 @@ class Engine:
             rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
         )
         return self._fits(Prompt(tokens=tokens, stop=tuple(stops), text=rendered.prompt), "messages")
+
+    def extend(self, prompt: Prompt, text: str) -> Prompt:
+        """``prompt`` followed by ``text`` (tokenized with special tokens), e.g. the start of a tool call."""
+        tokens = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        extended = Prompt(
+            tokens=[*prompt.tokens, *tokens], stop=prompt.stop, text=prompt.text + text, param=prompt.param
+        )
+        return self._fits(extended, prompt.param)
+
+    def compile_grammar(self, grammar: str, *, param: str) -> LlamaGrammar:
+        """A GBNF grammar llama.cpp accepts, or a 400 with the parser's own message.
+
+        llama-cpp-python hands a grammar that does not parse to the sampler chain as a null
+        sampler (a crash on the first token), so it is compiled here first. llama.cpp's parser
+        writes its reason to stderr (file descriptor 2), which is captured for the message.
+        """
+        if not grammar.strip():
+            raise InvalidRequest(f"{param}: the grammar is empty", param=param, code="invalid_grammar")
+        with _GRAMMAR_CHECK, _captured_stderr() as captured:
+            sampler = llama_cpp.llama_sampler_init_grammar(
+                self.llm._model.vocab, grammar.encode("utf-8"), b"root"
+            )
+            if sampler:
+                llama_cpp.llama_sampler_free(sampler)
+        if not sampler:
+            reason = " ".join(line.strip() for line in captured() if line.strip()) or "it does not parse"
+            raise InvalidRequest(
+                f"{param}: llama.cpp refused the grammar: {reason[:500]}", param=param, code="invalid_grammar"
+            )
+        return LlamaGrammar.from_string(grammar, verbose=False)
 
     def _fits(self, prompt: Prompt, param: str) -> Prompt:
         if len(prompt.tokens) >= self.n_ctx:
@@ -243,7 +297,9 @@ class Engine:
         vocab = self.llm._model.vocab
         text: list[str] = []
         times: list[float] = []
-        logprobs: list[TokenLogprob] = []
+        logprobs = run._logprobs
+        token_ends: list[int] = []  # bytes generated up to the end of each token
+        emitted = 0  # bytes of text yielded
         completion = 0
         finish: FinishReason = "length"
         with self._lock:
@@ -268,12 +324,15 @@ class Engine:
                         finish = "stop"
                         break
                     completion += 1
-                    piece = self.piece(token, special=False)
+                    piece = self.piece(token, special=params.special)
                     if params.logprobs is not None:
                         logprobs.append(self._logprob(token, piece, params.logprobs))
+                        token_ends.append((token_ends[-1] if token_ends else 0) + len(piece))
                     final = stops.feed(decoder.decode(piece))
                     if final:
                         text.append(final)
+                        emitted += len(final.encode("utf-8"))
+                        run._covered = _covered(token_ends, emitted)
                         yield final
                     if stops.stopped:
                         finish = "stop"
@@ -302,6 +361,8 @@ class Engine:
             rest = stops.flush() + decoder.decode(b"", final=True).rstrip("\ufffd")
             if rest:
                 text.append(rest)
+                emitted += len(rest.encode("utf-8"))
+                run._covered = _covered(token_ends, emitted)
                 yield rest
         sampled = times[:completion]
         decode_s = sampled[-1] - sampled[0] if len(sampled) > 1 else 0.0
@@ -317,7 +378,8 @@ class Engine:
                 predicted_per_second=(len(sampled) - 1) / decode_s if decode_s > 0 else None,
                 total_ms=(finished - started) * 1000.0,
             ),
-            logprobs=logprobs,
+            logprobs=logprobs[: run._covered],
+            stop_hit=stops.hit,
         )
 
     def _logprob(self, token: int, piece: bytes, top: int) -> TokenLogprob:
@@ -401,6 +463,34 @@ class Engine:
             raise InvalidRequest(
                 f"tokens: {bad} is not a token id of this model (0 to {self.n_vocab - 1})", param="tokens"
             )
+
+
+def _covered(token_ends: Sequence[int], emitted: int) -> int:
+    """How many tokens have all their bytes inside the ``emitted`` bytes of text."""
+    count = 0
+    while count < len(token_ends) and token_ends[count] <= emitted:
+        count += 1
+    return count
+
+
+_GRAMMAR_CHECK = threading.Lock()
+"""One grammar check at a time: each redirects the process's stderr for its duration."""
+
+
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[Any]:
+    """Redirect file descriptor 2 to a temporary file; yields a function returning its lines."""
+    lines: list[str] = []
+    with tempfile.TemporaryFile() as sink:
+        saved = os.dup(2)
+        try:
+            os.dup2(sink.fileno(), 2)
+            yield lambda: lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines.extend(sink.read(64_000).decode("utf-8", "replace").splitlines())
 
 
 def _chat_template(llm: Llama) -> Jinja2ChatFormatter | None:
