@@ -319,6 +319,8 @@ S3Prefix = Annotated[
     AfterValidator(_no_parent_dirs),
     Allowed("must be an S3 key prefix ending in '/', e.g. input/ (letters, digits, !_.*'()-/, no leading /)"),
 ]
+
+
 def _not_aws_namespace(value: str | None) -> str | None:
     if value is not None and value.startswith("AWS/"):
         raise ValueError("AWS/ namespaces are AWS's own")
@@ -330,8 +332,8 @@ MetricsNamespace = Annotated[
     AfterValidator(_not_aws_namespace),
     BeforeValidator(_unset_or_text),
     Allowed(
-        "must be unset (null: the stack name) or a CloudWatch namespace: 1-255 letters, digits or . _ / # : -, "
-        "not starting with AWS/"
+        "must be unset (null: the stack name) or a CloudWatch namespace: 1-255 letters, digits "
+        "or . _ / # : -, not starting with AWS/"
     ),
 ]
 EmailAddress = Annotated[
