@@ -12,10 +12,12 @@ translation before moto executes it:
 - ``for_moto``: each Distributed Map reads a staged JSON array of batches
   instead of the JSON Lines or CSV object, its ``ItemBatcher`` becomes an
   ``ItemSelector`` that hands each staged batch over with the same
-  ``BatchInput`` (evaluated against the same Map state input), and an integer
-  tolerated percentage becomes a float. Everything else (the Choice, the
-  Map's concurrency, label and ResultWriter, the Task, its retriers and
-  output path) is the deployed definition, untouched;
+  ``BatchInput`` (evaluated against the same Map state input), an integer
+  tolerated percentage becomes a float, and the ``ResultWriter`` is left out
+  (moto evaluates its ``Parameters`` against the Map's results instead of its
+  input, and would write only an empty manifest anyway). Everything else (the
+  Choice, the Map's concurrency and label, the Task, its retriers and output
+  path) is the deployed definition, untouched;
 - ``stage``: what ``ItemReader``, ``ItemSelector`` and ``ItemBatcher`` would
   do, done in Python: read the object (JSON Lines: one JSON value per
   non-blank line, bytes that are not UTF-8 kept as surrogate escapes; CSV:
@@ -26,7 +28,8 @@ translation before moto executes it:
 
 Where Step Functions may differ from ``stage`` (not provable offline): how it
 counts a batch's bytes exactly, how it treats undecodable bytes and blank
-lines in a JSON Lines object. docs/batch.md says so too.
+lines in a JSON Lines object; and what the ResultWriter writes. docs/batch.md
+says so too.
 """
 
 from __future__ import annotations
@@ -189,6 +192,7 @@ class StagedMap:
     reader: dict[str, Any]
     selector: dict[str, Any] | None
     batcher: dict[str, Any] | None
+    result_writer: dict[str, Any] | None
 
     @property
     def staged_field(self) -> str:
@@ -204,7 +208,11 @@ def for_moto(definition: Mapping[str, Any]) -> tuple[dict[str, Any], list[Staged
             continue
         reader = state["ItemReader"]
         plan = StagedMap(
-            name, copy.deepcopy(reader), state.pop("ItemSelector", None), state.pop("ItemBatcher", None)
+            name,
+            copy.deepcopy(reader),
+            state.pop("ItemSelector", None),
+            state.pop("ItemBatcher", None),
+            state.pop("ResultWriter", None),
         )
         plans.append(plan)
         bucket = {k: v for k, v in reader["Parameters"].items() if k in ("Bucket", "Bucket.$")}
@@ -316,6 +324,7 @@ DISTRIBUTED = {
             "ItemBatcher": {"MaxItemsPerBatch": 2, "BatchInput": {"p.$": "$.output.prefix"}},
             "ToleratedFailurePercentage": 5,
             "MaxConcurrency": 3,
+            "ResultWriter": {"Resource": "arn:aws:states:::s3:putObject", "Parameters": {"Bucket": "b"}},
             "ItemProcessor": {
                 "ProcessorConfig": {"Mode": "DISTRIBUTED"},
                 "StartAt": "T",
@@ -338,6 +347,8 @@ def test_for_moto_changes_only_what_moto_lacks() -> None:
     assert "ItemBatcher" not in state
     assert state["ItemSelector"] == {"BatchInput": {"p.$": "$.output.prefix"}, "Items.$": "$$.Map.Item.Value"}
     assert state["ToleratedFailurePercentage"] == 5.0
+    assert "ResultWriter" not in state
+    assert plan.result_writer == original["ResultWriter"]  # type: ignore[index]
     untouched = {"Type", "End", "MaxConcurrency", "ItemProcessor"}
     assert {key: state[key] for key in untouched} == {key: original[key] for key in untouched}  # type: ignore[index]
     assert plan.selector == original["ItemSelector"]  # type: ignore[index]
