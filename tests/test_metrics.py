@@ -133,9 +133,21 @@ def units(record: dict[str, Any]) -> dict[str, str]:
     return {m["Name"]: m["Unit"] for m in record["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
 
 
-def url(app: FunctionApp, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+def url(
+    app: FunctionApp, method: str, path: str, body: dict[str, Any] | None = None, *, send: bool = True
+) -> Any:
+    """Handle a Function URL event as the streaming runtime does; ``send``: also send the answer whole.
+
+    On a RESPONSE_STREAM URL every answer is a StreamingResponse (a whole one is a single chunk after
+    its prelude), and the invocation ends, so its metrics are written, once it has been sent.
+    """
     event = function_url_event(method, path, json.dumps(body) if body is not None else None)
-    return app.handle(event, Context(), stream=True)
+    answer = app.handle(event, Context(), stream=True)
+    if not send or not isinstance(answer, StreamingResponse):
+        return answer
+    body_bytes = b"".join(answer.chunks)
+    assert answer.prelude is not None
+    return {"statusCode": answer.prelude["statusCode"], "body": body_bytes.decode()}
 
 
 def test_a_generation_writes_one_request_record_and_one_finish_reason_record() -> None:
@@ -206,7 +218,7 @@ def test_a_stream_writes_its_metrics_when_it_ends_not_when_the_handler_returns()
     out = io.StringIO()
     app = make_app(out)
     # When the handler returns the stream
-    response = url(app, "POST", "/v1/stream", {"text": "hi"})
+    response = url(app, "POST", "/v1/stream", {"text": "hi"}, send=False)
     assert isinstance(response, StreamingResponse)
     # Then nothing is written until the runtime has sent the last chunk
     assert records(out) == []
@@ -222,7 +234,7 @@ def test_an_error_that_ends_a_stream_is_a_refusal_and_a_server_error() -> None:
     # Given a streamed answer that fails after its first chunk
     out = io.StringIO()
     app = make_app(out)
-    response = url(app, "POST", "/v1/stream", {"text": "hi", "fail": True})
+    response = url(app, "POST", "/v1/stream", {"text": "hi", "fail": True}, send=False)
     # When the runtime sends it
     chunks: list[bytes] = []
     with pytest.raises(Exception, match="the model failed"):
@@ -239,7 +251,7 @@ def test_a_stream_the_caller_left_still_writes_its_record() -> None:
     # Given a streamed answer
     out = io.StringIO()
     app = make_app(out)
-    response = url(app, "POST", "/v1/stream", {"text": "hi"})
+    response = url(app, "POST", "/v1/stream", {"text": "hi"}, send=False)
     # When the caller goes away after the first chunk (the runtime closes the response)
     next(response.chunks)
     response.close()
@@ -286,7 +298,7 @@ def test_metrics_off_writes_nothing() -> None:
     # When requests succeed, fail and stream
     url(app, "POST", "/v1/generate", {"text": "hi"})
     url(app, "GET", "/nowhere")
-    b"".join(url(app, "POST", "/v1/stream", {"text": "hi"}).chunks)
+    url(app, "POST", "/v1/stream", {"text": "hi"})
     # Then no line was written
     assert out.getvalue() == ""
 
@@ -358,8 +370,7 @@ def test_with_tracing_on_each_part_of_a_request_is_a_subsegment_of_the_invocatio
         return Stream(iter(["a", "b"]), media_type="text/plain")
 
     # When a streamed request is served and sent
-    response = url(app, "POST", "/v1/stream", {"text": "hi"})
-    b"".join(response.chunks)
+    url(app, "POST", "/v1/stream", {"text": "hi"})
     # Then the daemon got the three subsegments, each in the invocation's trace under Lambda's segment
     documents = []
     for _ in range(3):
