@@ -23,7 +23,6 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from stacks.batch_embeddings import BatchEmbeddings
-from stacks.batch_embeddings import BatchEmbeddings
 from stacks.config import AppConfig, FunctionConfig, UrlInvokeMode
 from stacks.inference_function import InferenceFunction
 from stacks.observability import Observability, ObservedFunction
@@ -108,10 +107,6 @@ class InferenceStack(Stack):
                 )
             ],
         )
-
-        self.batch: BatchEmbeddings | None = None
-        if config.batch.enabled:
-            self.batch = BatchEmbeddings(self, "BatchEmbeddings", config=config, images_dir=images_dir)
 
         self.batch: BatchEmbeddings | None = None
         if config.batch.enabled:
