@@ -37,6 +37,7 @@ from typing import Any
 
 import jinja2
 import llama_cpp
+import llama_cpp._logger as _llama_logger
 import numpy as np
 from aws_lambda_powertools import Logger
 from llama_cpp import Llama
@@ -258,14 +259,17 @@ class Engine:
         """
         if not grammar.strip():
             raise InvalidRequest(f"{param}: the grammar is empty", param=param, code="invalid_grammar")
-        with _GRAMMAR_CHECK, _captured_stderr() as captured:
+        with _GRAMMAR_CHECK, _captured_stderr() as printed, _captured_llama_log() as logged:
             sampler = llama_cpp.llama_sampler_init_grammar(
                 self.llm._model.vocab, grammar.encode("utf-8"), b"root"
             )
             if sampler:
                 llama_cpp.llama_sampler_free(sampler)
         if not sampler:
-            reason = " ".join(line.strip() for line in captured() if line.strip()) or "it does not parse"
+            own = {line.strip() for line in grammar.splitlines()}
+            lines = [line.strip() for line in [*printed(), *logged()]]
+            lines = [line for line in lines if line and line not in own]
+            reason = "; ".join(dict.fromkeys(lines)) or "it does not parse"
             raise InvalidRequest(
                 f"{param}: llama.cpp refused the grammar: {reason[:500]}", param=param, code="invalid_grammar"
             )
@@ -491,6 +495,23 @@ def _captured_stderr() -> Iterator[Any]:
             os.close(saved)
             sink.seek(0)
             lines.extend(sink.read(64_000).decode("utf-8", "replace").splitlines())
+
+
+@contextlib.contextmanager
+def _captured_llama_log() -> Iterator[Any]:
+    """Collect llama.cpp's log lines (some grammar errors go there, not to stderr), then restore
+    llama-cpp-python's own log callback."""
+    lines: list[str] = []
+
+    @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
+    def collect(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        lines.append(text.decode("utf-8", "replace"))
+
+    llama_cpp.llama_log_set(collect, ctypes.c_void_p(0))
+    try:
+        yield lambda: lines
+    finally:
+        llama_cpp.llama_log_set(_llama_logger.llama_log_callback, ctypes.c_void_p(0))
 
 
 def _chat_template(llm: Llama) -> Jinja2ChatFormatter | None:
