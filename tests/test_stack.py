@@ -245,6 +245,7 @@ def test_environment_holds_only_the_contracted_variables(template: Template, ser
         "POWERTOOLS_SERVICE_NAME": service,
         "POWERTOOLS_LOG_LEVEL": "INFO",
         "FUNCTION_URL_INVOKE_MODE": {"llama": "RESPONSE_STREAM", "embeddings": "BUFFERED"}[service],
+        "POWERTOOLS_METRICS_NAMESPACE": "LlmInference",
     }
     assert "SnapStart" not in props  # off by default: its cache is billed while a version is active
 
