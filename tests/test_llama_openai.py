@@ -11,6 +11,7 @@ stand-in and Function URL front).
 
 from __future__ import annotations
 
+import functools
 import json
 import types
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from typing import Any, Literal
 
 import httpx2
 import jsonschema
+import llama_cpp
 import openai
 import pytest
 from pydantic import BaseModel, Field
@@ -851,3 +853,26 @@ def test_on_the_shared_stack_a_small_structured_answer(tmp_path: Any) -> None:
         max_tokens=16,
     )
     assert isinstance(parsed.choices[0].message.parsed, Verdict)
+
+
+# ------------------------------------------------------------------ the grammar sampler
+
+
+def test_grammar_sampling_checks_the_chosen_token_first_and_decodes_as_the_chain_would(
+    handler: types.ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a constrained greedy request, answered by the generator's own grammar sampler
+    from llama_app.engine import GrammarCheckingLlama, _GrammarCheckedSampler
+
+    llm = handler.engine.llm
+    assert isinstance(llm, GrammarCheckingLlama)
+    body = {"messages": QUESTION, "json_schema": RECORD_SCHEMA, "temperature": 0, "max_tokens": 400}
+    fast = handler.app.lambda_handler(dict(body), FakeContext())
+    assert isinstance(llm._sampler, _GrammarCheckedSampler)  # the override still applies
+    # When llama-cpp-python's own chain (grammar over the whole vocabulary) answers the same request
+    monkeypatch.setattr(llm, "_init_sampler", functools.partial(llama_cpp.Llama._init_sampler, llm))
+    chain = handler.app.lambda_handler(dict(body), FakeContext())
+    # Then both decoded the same tokens, valid against the schema
+    assert fast["text"] == chain["text"]
+    assert fast["usage"] == chain["usage"]
+    jsonschema.validate(json.loads(fast["text"]), RECORD_SCHEMA)
