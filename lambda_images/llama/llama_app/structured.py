@@ -63,13 +63,13 @@ MAX_SCHEMA_BYTES = 65_536
 """Largest JSON schema (as compact JSON) in a request."""
 MAX_SCHEMA_DEPTH = 24
 """Deepest nesting of subschemas (OpenAI's strict mode allows 10)."""
-MAX_REPEAT = 2_048
+MAX_REPEAT = 1_000
 """Largest minLength/maxLength/minItems/maxItems a schema may ask for."""
 MAX_ENUM = 1_000
 """Most values of one enum."""
 MAX_PATTERN_CHARS = 1_000
 """Longest regular expression in a schema's pattern."""
-MAX_GRAMMAR_CHARS = 262_144
+MAX_GRAMMAR_CHARS = 1_048_576
 """Largest GBNF grammar, sent in a request or generated from a schema."""
 MAX_INT_DIGITS = 15
 """Integers and bounds are kept within 15 digits (JavaScript clients lose precision beyond)."""
@@ -301,6 +301,15 @@ class _Checker:
             self._alone("$ref", constraints, where)
             target = resolve_ref(self.doc.root, schema["$ref"], f"{where}")
             ref = schema["$ref"]
+            chain = [ref]
+            while isinstance(target, Mapping) and "$ref" in target:
+                if target["$ref"] in chain:
+                    raise refuse(
+                        f"{where}.$ref: {ref} refers back to itself without a schema", self.doc.param
+                    )
+                chain.append(target["$ref"])
+                target = resolve_ref(self.doc.root, target["$ref"], where)
+            target = resolve_ref(self.doc.root, ref, where)
             if ref not in self.seen_refs:
                 self.seen_refs.add(ref)
                 self.check(target, f"{where}.$ref({ref})", depth + 1)
@@ -444,9 +453,10 @@ class _Checker:
             kinds.append("minLength/maxLength")
         if len(kinds) > 1:
             raise refuse(f"{where}: {' beside '.join(kinds)} is not supported (give one)", self.doc.param)
-        if "format" in schema and schema["format"] not in _FORMATS:
+        fmt = schema.get("format")
+        if "format" in schema and (not isinstance(fmt, str) or fmt not in _FORMATS):
             raise refuse(
-                f"{where}.format {schema['format']!r} is not supported "
+                f"{where}.format {str(fmt)[:40]!r} is not supported "
                 f"(supported: {', '.join(sorted(_FORMATS))})",
                 self.doc.param,
             )
@@ -477,23 +487,24 @@ class _Checker:
     def _bounds(
         self, schema: Mapping[str, Any], low_key: str, high_key: str, where: str
     ) -> tuple[int, int | None]:
-        low, high = schema.get(low_key, 0), schema.get(high_key)
-        for key, value in ((low_key, low), (high_key, high)):
-            if value is None:
+        for key in (low_key, high_key):
+            if key not in schema:
                 continue
+            value = schema[key]
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise refuse(f"{where}.{key} must be a non-negative integer", self.doc.param)
             if value > MAX_REPEAT:
                 raise refuse(f"{where}.{key} is {value}; at most {MAX_REPEAT} is supported", self.doc.param)
+        low, high = schema.get(low_key, 0), schema.get(high_key)
         if high is not None and low > high:
             raise refuse(f"{where}: {low_key} is above {high_key}", self.doc.param)
         return low, high
 
 
 def _bound(schema: Mapping[str, Any], key: str, where: str, param: str) -> float | None:
-    value = schema.get(key)
-    if value is None:
+    if key not in schema:
         return None
+    value = schema[key]
     if not _is_number(value):
         raise refuse(f"{where}.{key} must be a number (JSON Schema 2020-12)", param)
     if not math.isfinite(value) or abs(value) >= 10**MAX_INT_DIGITS:
@@ -897,6 +908,7 @@ class JsonSchemaGrammar(SchemaConverter):  # type: ignore[misc]
         )
         self._doc: Any = None
         self._ref_rules: dict[tuple[int, str], str] = {}
+        self._depth = 0
 
     def add(self, schema: Any, name: str, param: str) -> str:
         """Check ``schema`` and add its rules; returns the name of its top rule."""
@@ -954,6 +966,15 @@ class JsonSchemaGrammar(SchemaConverter):  # type: ignore[misc]
         return str(name)
 
     def visit(self, schema: Any, name: str) -> str:
+        self._depth += 1
+        try:
+            return self._visit(schema, name)
+        finally:
+            self._depth -= 1
+
+    def _visit(self, schema: Any, name: str) -> str:
+        if not name and self._depth > 1:  # a property named "" at the top: not the root rule
+            name = "empty"
         rule_name = f"{name}-" if name in _RESERVED else (name or "root")
         if schema is True or (
             isinstance(schema, Mapping) and not (set(schema) & (_GENERAL | _ALL_TYPE_KEYWORDS))
