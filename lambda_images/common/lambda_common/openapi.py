@@ -39,6 +39,13 @@ from lambda_common.errors import (
     Unauthorized,
 )
 
+
+class PlatformErrorBody(BaseModel):
+    """The answer Lambda's Function URL gives without running the function (e.g. a body over 6 MB)."""
+
+    message: str
+
+
 OPENAPI_VERSION = "3.1.0"
 REF = "#/components/schemas/{model}"
 
@@ -95,6 +102,7 @@ def _models(app: FunctionApp) -> list[tuple[type[BaseModel], JsonSchemaMode]]:
         add(route.stream_item, "serialization")
         add(route.family.model, "serialization")
     add(DirectErrorBody, "serialization")
+    add(PlatformErrorBody, "serialization")
     return found
 
 
@@ -130,10 +138,13 @@ def _operation(route: RouteSpec, refs: dict[tuple[Any, str], Any]) -> dict[str, 
     ok["content"] = content
     responses: dict[str, Any] = {"200": ok}
     error_schema = refs[(route.family.model, "serialization")]
+    platform_schema = refs[(PlatformErrorBody, "serialization")]
     for status, _ in _errors_of(route).items():
+        # A request body over Lambda's 6 MB never reaches the function: the URL answers 413 itself.
+        schema = {"anyOf": [error_schema, platform_schema]} if status == 413 else error_schema
         response: dict[str, Any] = {
             "description": _DESCRIPTIONS.get(status, "Refused."),
-            "content": {"application/json": {"schema": error_schema}},
+            "content": {"application/json": {"schema": schema}},
         }
         if status == 401:
             response["headers"] = {"WWW-Authenticate": {"schema": {"type": "string", "const": "Bearer"}}}
