@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import requests
 
 from local.functions import prepare_embeddings_model
 from local.models import EMBEDDINGS_MODEL_ID, embedded_embeddings_model
@@ -161,6 +162,8 @@ def s3_endpoint() -> Iterator[str]:
         }.items():
             patch.setenv(name, value)
         patch.delenv("AWS_PROFILE", raising=False)
+        # moto's state is per process: start from nothing, whichever module ran a server before
+        requests.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
         boto3.client("s3").create_bucket(Bucket=BUCKET)
         yield endpoint
     server.stop()

@@ -103,6 +103,8 @@ def moto(model_dir: Path) -> Iterator[dict[str, Any]]:  # noqa: F811 - the impor
         }.items():
             patch.setenv(name, value)
         patch.delenv("AWS_PROFILE", raising=False)
+        # moto's state is per process: start from nothing, whichever module ran a server before
+        requests.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
         requests.post(
             f"{endpoint}/moto-api/config",
             json={"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}},
