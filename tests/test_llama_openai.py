@@ -509,6 +509,15 @@ def test_completion_logprobs_in_the_legacy_shape(client: openai.OpenAI, model: s
         assert len(top) <= 3
         assert logprob == pytest.approx(max(top.values()))
         assert top[token] == pytest.approx(logprob)
+    # And streamed, each chunk carries its tokens' entries, with offsets continuing across chunks
+    chunks = list(
+        client.completions.create(
+            model=model, prompt=prompt, max_tokens=8, temperature=0, logprobs=3, stream=True
+        )
+    )
+    streamed = [c.choices[0].logprobs for c in chunks if c.choices and c.choices[0].logprobs]
+    assert [t for lp in streamed for t in lp.tokens or []] == tokens
+    assert [o for lp in streamed for o in lp.text_offset or []] == offsets
 
 
 # ------------------------------------------------------------------ harmless fields, and refusals
