@@ -25,10 +25,8 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from embedder.backends import load_backend
 from embedder.batch import WRITE_MARGIN_MS, BatchJob
 from embedder.batch_s3 import S3Store
-from embedder.prompts import PromptTable
 from embedder.service import EmbeddingService
 from embedder.settings import Settings
 from lambda_common.cpu import resolve_threads
@@ -41,26 +39,9 @@ logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "embeddings-ba
 
 settings = Settings()  # type: ignore[call-arg]  # every field comes from the environment or its default
 threads = resolve_threads(settings.n_threads)
-backend = load_backend(
-    settings.backend,
-    settings.model_dir,
-    threads=threads,
-    max_batch_tokens=settings.batch_tokens(threads),
-    batch_size=settings.batch_size,
-)
-MODEL_ID = settings.model_id or backend.info.model_id or settings.model_dir.name
-service = EmbeddingService(
-    backend,
-    settings,
-    MODEL_ID,
-    PromptTable.resolve(
-        MODEL_ID,
-        declared=backend.info.declared_prompts,
-        declared_default=backend.info.declared_default_prompt,
-        environment=settings.prompts,
-        environment_default=settings.default_prompt_name,
-    ),
-)
+service = EmbeddingService.from_settings(settings, threads)
+backend = service.backend
+MODEL_ID = service.model_id
 service.warm_up()
 job = BatchJob(
     service,

@@ -12,8 +12,6 @@ docs/embeddings.md describes the API, the limits and the configuration.
 from __future__ import annotations
 
 from embedder.api import EmbeddingsApi
-from embedder.backends import load_backend
-from embedder.prompts import PromptTable
 from embedder.service import EmbeddingService
 from embedder.settings import Settings
 from lambda_common.auth import ApiKeyGuard
@@ -21,26 +19,9 @@ from lambda_common.cpu import resolve_threads
 
 settings = Settings()  # type: ignore[call-arg]  # every field comes from the environment or its default
 threads = resolve_threads(settings.n_threads)
-backend = load_backend(
-    settings.backend,
-    settings.model_dir,
-    threads=threads,
-    max_batch_tokens=settings.batch_tokens(threads),
-    batch_size=settings.batch_size,
-)
-MODEL_ID = settings.model_id or backend.info.model_id or settings.model_dir.name
-service = EmbeddingService(
-    backend,
-    settings,
-    MODEL_ID,
-    PromptTable.resolve(
-        MODEL_ID,
-        declared=backend.info.declared_prompts,
-        declared_default=backend.info.declared_default_prompt,
-        environment=settings.prompts,
-        environment_default=settings.default_prompt_name,
-    ),
-)
+service = EmbeddingService.from_settings(settings, threads)
+backend = service.backend
+MODEL_ID = service.model_id
 api = EmbeddingsApi(service, threads=threads)
 app = api.app
 app.configure(

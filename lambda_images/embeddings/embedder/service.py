@@ -89,6 +89,28 @@ def as_base64(vector: npt.NDArray[np.float32]) -> str:
 
 
 class EmbeddingService:
+    @classmethod
+    def from_settings(cls, settings: Settings, threads: int) -> EmbeddingService:
+        """The backend and model the settings name, with their prompt table (what both entry points load)."""
+        from embedder.backends import load_backend
+
+        backend = load_backend(
+            settings.backend,
+            settings.model_dir,
+            threads=threads,
+            max_batch_tokens=settings.batch_tokens(threads),
+            batch_size=settings.batch_size,
+        )
+        model_id = settings.model_id or backend.info.model_id or settings.model_dir.name
+        prompts = PromptTable.resolve(
+            model_id,
+            declared=backend.info.declared_prompts,
+            declared_default=backend.info.declared_default_prompt,
+            environment=settings.prompts,
+            environment_default=settings.default_prompt_name,
+        )
+        return cls(backend, settings, model_id, prompts)
+
     def __init__(self, backend: Backend, settings: Settings, model_id: str, prompts: PromptTable) -> None:
         self.backend = backend
         self.settings = settings
