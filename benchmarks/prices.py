@@ -103,6 +103,16 @@ class FreeTier:
 
 
 @dataclass(frozen=True)
+class BatchRunPrices:
+    """What a bulk-embedding run costs besides Lambda, in one region."""
+
+    state_transition: Decimal
+    """A Step Functions Standard state transition."""
+    s3_request: Decimal
+    """An S3 PUT, COPY, POST or LIST request."""
+
+
+@dataclass(frozen=True)
 class PriceBook:
     """Everything in prices.json, validated."""
 
@@ -117,6 +127,8 @@ class PriceBook:
     region_names: dict[str, str]
     managed: tuple[ManagedOffer, ...]
     snapstart: SnapStartPrices
+    batch_runs: dict[str, BatchRunPrices]
+    """Step Functions and S3 prices by region (only where prices.json has both)."""
 
     @property
     def regions(self) -> list[str]:
@@ -246,4 +258,14 @@ def load_prices(path: Path = PRICES_PATH) -> PriceBook:
         region_names=names,
         managed=managed,
         snapstart=_snapstart(lam["snapstart"], sorted(names), path),
+        batch_runs={
+            region: BatchRunPrices(
+                state_transition=_decimal(step["standard_state_transition"], f"stepfunctions/{region}"),
+                s3_request=_decimal(
+                    data["s3"]["regions"][region]["put_copy_post_list_request"], f"s3/{region}"
+                ),
+            )
+            for region, step in data["stepfunctions"]["regions"].items()
+            if region in data["s3"]["regions"]
+        },
     )

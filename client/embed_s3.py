@@ -363,17 +363,36 @@ def run_cost(
     return price(records, shape, load_prices())
 
 
-def cost_lines(cost: LogCost, tokens: int) -> list[str]:
+TRANSITIONS_PER_BATCH = 2
+"""Step Functions state transitions a batch costs (its child workflow), plus RUN_TRANSITIONS per run."""
+RUN_TRANSITIONS = 5
+S3_REQUESTS_PER_BATCH = 2
+"""One LIST (already written?) and one PUT (the vectors) per batch."""
+
+
+def cost_lines(cost: LogCost, tokens: int, batches: int = 0) -> list[str]:
     lines = [
         f"cost:     {usd(cost.total)} for {len(cost.records):,} invocations of the batch function "
         f"({cost.gb_seconds:.1f} GB-s at {usd(cost.rate.gb_second)} per GB-s, from their REPORT records)",
     ]
+    total = cost.total
+    prices = load_prices().batch_runs.get(cost.rate.region)
+    if prices is not None and batches:
+        transitions = batches * TRANSITIONS_PER_BATCH + RUN_TRANSITIONS
+        requests = batches * S3_REQUESTS_PER_BATCH
+        steps, s3 = transitions * prices.state_transition, requests * prices.s3_request
+        total += steps + s3
+        lines.append(
+            f"          + about {usd(steps)} for {transitions:,} Step Functions state transitions and "
+            f"{usd(s3)} for {requests:,} S3 requests (estimated from the {batches:,} batches) = {usd(total)}"
+        )
+    else:
+        lines.append(
+            "          not included: Step Functions state transitions and S3 requests "
+            f"(benchmarks/prices.json has none for {cost.rate.region}; docs/batch.md has the formula)"
+        )
     if tokens:
-        lines.append(f"          {usd(cost.total / tokens * 1_000_000)} per million tokens")
-    lines.append(
-        "          not included: Step Functions state transitions and S3 requests (benchmarks/prices.json "
-        "has no price for them; docs/batch.md gives both)"
-    )
+        lines.append(f"          {usd(total / tokens * 1_000_000)} per million tokens")
     return lines
 
 

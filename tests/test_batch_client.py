@@ -303,6 +303,13 @@ def test_embed_s3_runs_the_deployed_state_machine_and_reports_output_and_cost(
     rate = load_prices().rate("us-east-1", "x86_64")
     expected = 7 * (Decimal(2) * Decimal("0.801") * rate.gb_second + rate.request)
     assert f"cost:     {usd(expected)} for 7 invocations of the batch function" in text, text
+    # Plus Step Functions' transitions and S3's requests, estimated from the batches at prices.json's prices
+    run_prices = load_prices().batch_runs["us-east-1"]
+    transitions, requests = 7 * 2 + 5, 7 * 2
+    steps, s3 = transitions * run_prices.state_transition, requests * run_prices.s3_request
+    assert f"+ about {usd(steps)} for {transitions:,} Step Functions state transitions" in text, text
+    total = usd(expected + steps + s3)
+    assert f"{usd(s3)} for {requests:,} S3 requests (estimated from the 7 batches) = {total}" in text
     # And the run really embedded the input
     ids, _, _ = read_vectors("output/client-run/")
     assert sorted(ids) == sorted(good)

@@ -220,7 +220,7 @@ def _run(
                 described.get("stopDate") or datetime.now(UTC),
                 expected=summary.batches,
             )
-            for line in cost_lines(cost, summary.tokens):
+            for line in cost_lines(cost, summary.tokens, summary.batches):
                 io.out.write(line + "\n")
         except CostInputError as exc:
             io.out.write(f"cost:     not known: {exc}\n")
