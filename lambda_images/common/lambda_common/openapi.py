@@ -127,8 +127,16 @@ def _operation(route: RouteSpec, refs: dict[tuple[Any, str], Any]) -> dict[str, 
     if route.stream_item is not None:
         item = route.stream_item.__name__
         content["text/event-stream"] = {
+            # One server-sent event as a client parses it (schemathesis checks each against this).
             "schema": {
-                "type": "string",
+                "type": "object",
+                "required": ["data"],
+                "properties": {
+                    "data": {"type": "string"},
+                    "event": {"type": "string"},
+                    "id": {"type": "string"},
+                    "retry": {"type": "integer"},
+                },
                 "description": f"With `stream: true`: server-sent events, each `data: <{item} JSON>` and "
                 "a blank line, sent as they are produced (OpenAI routes end with `data: [DONE]`); an error "
                 "after the first event ends the stream with an error event in this route's error shape.",

@@ -406,6 +406,13 @@ class GeneratorApi:
                 "tokens_per_second": round(gen.timings.predicted_per_second or 0.0, 2),
             },
         )
+        self.app.metrics.generation(
+            prompt_tokens=gen.prompt_tokens,
+            completion_tokens=gen.completion_tokens,
+            time_to_first_token_ms=gen.timings.prompt_ms,
+            tokens_per_second=gen.timings.predicted_per_second,
+            finish_reason=gen.finish_reason,
+        )
 
     def _constrained(
         self, params: SamplingParams, json_schema: dict[str, Any] | None, grammar: str | None, param: str
