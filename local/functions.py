@@ -248,17 +248,6 @@ def build_plans(
     return plans
 
 
-def image_runtime(key: str) -> str:
-    """The module the image's ENTRYPOINT runs (``python -m <module>``), read from its Dockerfile."""
-    dockerfile = IMAGES / key / "Dockerfile"
-    for line in dockerfile.read_text().splitlines():
-        if line.startswith("ENTRYPOINT"):
-            command = json.loads(line.removeprefix("ENTRYPOINT"))
-            if len(command) == 3 and command[1] == "-m":
-                return str(command[2])
-    raise RuntimeError(f"{dockerfile}: no ENTRYPOINT of the form [python, -m, module]")
-
-
 def _plan(
     key: FunctionKey,
     settings: Deployed,
@@ -276,7 +265,6 @@ def _plan(
             code_dir=IMAGES / key,
             memory_mb=options.memory_mb.get(key, settings.memory_mb),
             timeout_s=options.timeout_s.get(key, settings.timeout_s),
-            runtime=image_runtime(key),
             environment={**_common_environment(key, settings, options), **model_environment},
         ),
         invoke_port=ports[0],

@@ -86,6 +86,21 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
+def image_runtime(key: str) -> str:
+    """The module the ENTRYPOINT of image ``key`` (``lambda_images/<key>/``) runs."""
+    return entrypoint_module(IMAGES / key / "Dockerfile")
+
+
+def entrypoint_module(dockerfile: Path) -> str:
+    """The module a Dockerfile's ENTRYPOINT runs (``python -m <module>``)."""
+    for line in dockerfile.read_text().splitlines():
+        if line.startswith("ENTRYPOINT"):
+            command = json.loads(line.removeprefix("ENTRYPOINT"))
+            if len(command) == 3 and command[1] == "-m":
+                return str(command[2])
+    raise RuntimeError(f"{dockerfile}: no ENTRYPOINT of the form [python, -m, module]")
+
+
 @dataclass(frozen=True)
 class FunctionSpec:
     """One function as Lambda would configure it."""
@@ -95,9 +110,17 @@ class FunctionSpec:
     memory_mb: int
     timeout_s: int
     handler: str = "handler.lambda_handler"
-    runtime: str = "awslambdaric"
-    """The module that runs the handler: AWS's runtime client, or ``lambda_common.lambda_runtime``."""
+    runtime: str | None = None
+    """The module that runs the handler (``python -m <runtime>``); None: the one the image's
+    Dockerfile in ``code_dir`` names as its ENTRYPOINT, else AWS's runtime client (``awslambdaric``)."""
     environment: Mapping[str, str] = field(default_factory=dict)
+
+    def runtime_module(self) -> str:
+        if self.runtime is not None:
+            return self.runtime
+        if (self.code_dir / "Dockerfile").is_file():
+            return entrypoint_module(self.code_dir / "Dockerfile")
+        return "awslambdaric"
 
     def lambda_environment(self) -> dict[str, str]:
         """The variables a deployed function sees, plus this spec's own."""
@@ -171,7 +194,7 @@ class EmulatedFunction:
             f"127.0.0.1:{self.runtime_api_port}",
             self.python,
             "-m",
-            self.spec.runtime,
+            self.spec.runtime_module(),
             self.spec.handler,
         ]
         if self.log_path is not None:

@@ -603,7 +603,7 @@ class LocalFunction:
         environment["AWS_LAMBDA_RUNTIME_API"] = self.runtime_api
         environment["AWS_LAMBDA_INITIALIZATION_TYPE"] = "snap-start" if kind == "snap-start" else "on-demand"
         environment["_HANDLER"] = self.spec.handler
-        argv = [self.python, "-m", self.spec.runtime, self.spec.handler]
+        argv = [self.python, "-m", self.spec.runtime_module(), self.spec.handler]
         assert self._log is not None
         launch = self.snapshots.launch if kind == "snap-start" else spawn_runtime
         env.process = launch(argv, environment, self.spec.code_dir, self._log)

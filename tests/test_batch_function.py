@@ -352,9 +352,8 @@ def test_vectors_equal_the_online_functions_for_the_same_texts(
     online = []
     for start in range(0, len(sample), 64):
         texts = [good[record_id] for record_id in sample[start : start + 64]]
-        online.extend(
-            online_fn.lambda_handler({"inputs": texts, "truncate": False, "normalize": True}, FakeContext())
-        )
+        request = {"inputs": texts, "truncate": False, "normalize": True}
+        online.extend(online_fn.app.lambda_handler(request, FakeContext()))
     # Then the vectors are the same, to float32 precision
     batch_vectors = np.stack([by_id[record_id] for record_id in sample])
     assert np.allclose(batch_vectors, np.asarray(online, dtype=np.float32), atol=1e-5)

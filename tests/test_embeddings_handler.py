@@ -175,7 +175,7 @@ def pooled_reference(embeddings_model_dir: Path) -> Callable[[list[str]], Any]:
 
 
 def direct(module: types.ModuleType, payload: Any) -> Any:
-    return module.lambda_handler(payload, FakeContext())
+    return module.app.lambda_handler(payload, FakeContext())
 
 
 def url(
@@ -191,7 +191,7 @@ def url(
     """A Function URL event through the handler: (status, headers, decoded JSON body)."""
     text = raw if raw is not None else (None if body is None else json.dumps(body))
     event = function_url_event(method, path, text, headers=headers, base64=base64_body)
-    response = module.lambda_handler(event, FakeContext())
+    response = module.app.lambda_handler(event, FakeContext())
     payload = json.loads(response["body"]) if response.get("body") else None
     return response["statusCode"], {k.lower(): v for k, v in response.get("headers", {}).items()}, payload
 
@@ -579,7 +579,7 @@ def test_malformed_json_is_a_400_in_each_shape(onnx: types.ModuleType) -> None:
 def test_an_invalid_base64_body_is_a_400(onnx: types.ModuleType) -> None:
     event = function_url_event("POST", "/embed", "{}")
     event["body"], event["isBase64Encoded"] = "%%%not-base64%%%", True
-    response = onnx.lambda_handler(event, FakeContext())
+    response = onnx.app.lambda_handler(event, FakeContext())
     assert_tei_error(response["statusCode"], json.loads(response["body"]), 400, "Validation", "base64")
 
 

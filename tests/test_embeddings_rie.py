@@ -1,4 +1,4 @@
-"""The embedding handler under the real awslambdaric behind the real Lambda Runtime Interface Emulator.
+"""The embedding handler under its image's runtime loop behind the real Lambda Runtime Interface Emulator.
 
 Over HTTP, as `aws lambda invoke` and a Function URL reach a deployed
 function: the emulator starts the runtime on the first invoke, which pays the

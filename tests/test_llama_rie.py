@@ -18,9 +18,8 @@ from typing import Any
 import openai.types.chat as oa_chat
 import pytest
 
-from local.functions import image_runtime
 from local.models import embedded_gguf
-from local.rie import IMAGES, ROOT, EmulatedFunction, FunctionSpec
+from local.rie import IMAGES, ROOT, EmulatedFunction, FunctionSpec, image_runtime
 from tests.conftest import function_url_event
 
 pytestmark = pytest.mark.slow

@@ -1,7 +1,7 @@
 """The generator under the real Runtime Interface Emulator, with the runtime its image runs.
 
 The image runs ``python -m lambda_common.lambda_runtime`` (its Dockerfile's
-ENTRYPOINT, read by ``local.functions.image_runtime``). The emulator reads a
+ENTRYPOINT, read by ``local.rie.image_runtime``). The emulator reads a
 streamed response to its end before it answers, so it cannot show timing; it
 does show that the loop speaks the Runtime API as the real Lambda side
 expects: the seed's direct payload answered whole, and a streamed Function URL
@@ -16,9 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from local.functions import image_runtime
 from local.models import embedded_gguf
-from local.rie import IMAGES, ROOT, EmulatedFunction, FunctionSpec
+from local.rie import IMAGES, ROOT, EmulatedFunction, FunctionSpec, image_runtime
 from tests.conftest import function_url_event
 
 pytestmark = pytest.mark.slow

@@ -48,4 +48,4 @@ app.logger.info(
     },
 )
 
-lambda_handler = app.lambda_handler
+lambda_handler = app.streaming_handler
