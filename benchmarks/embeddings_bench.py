@@ -108,6 +108,7 @@ def function_spec(cfg: EmbeddingsBenchConfig) -> FunctionSpec:
             "POWERTOOLS_LOG_LEVEL": "INFO",
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
+            "ORT_DISABLE_TELEMETRY": "1",
             **({"N_THREADS": str(cfg.threads)} if cfg.threads is not None else {}),
         },
     )

@@ -131,6 +131,8 @@ def _common_environment(key: FunctionKey, deployed: Deployed, options: LocalOpti
         # Nothing may come from a model hub at run time, locally as on Lambda.
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
+        # ONNX Runtime keeps a telemetry database under HOME (and a lock on it) unless told not to.
+        "ORT_DISABLE_TELEMETRY": "1",
     }
     if deployed.threads is not None:
         env["N_THREADS"] = str(deployed.threads)

@@ -549,7 +549,10 @@ class LocalFunction:
         """The ready environment, started (and initialised or restored) if need be; None if that failed."""
         with self._env_lock:
             env = self._env
-            if env is not None and env.state != "dead":
+            # An environment whose runtime has exited is never given work, even before its
+            # watcher has marked it dead (Lambda replaces an environment that died while idle).
+            exited = env is not None and env.process is not None and env.process.poll() is not None
+            if env is not None and env.state != "dead" and not exited:
                 return env
             env = self._new_environment()
             limit = max(10.0, float(self.spec.timeout_s))

@@ -254,9 +254,21 @@ class FunctionApp:
             self.url_streaming = url_streaming
 
     def ready(self) -> float:
-        """End of the handler's init: records its duration; the last after-restore hook times the restore."""
-        on_restore(lambda: self.lifecycle.mark_restored(restore_ms()))
+        """End of the handler's init: records its duration; the last after-restore hook times the restore.
+
+        With SnapStart the hooks registered here run first before the snapshot (before-snapshot
+        hooks run last-registered first) and last after the restore, and say so in the log, so
+        the lifecycle can be followed in the function's log.
+        """
+        on_snapshot(
+            lambda: self.logger.info("before snapshot: the init's state is what every copy starts from")
+        )
+        on_restore(self._restored)
         return self.lifecycle.init_done()
+
+    def _restored(self) -> None:
+        self.lifecycle.mark_restored(restore_ms())
+        self.logger.info("restored", extra={"restore_ms": round(self.lifecycle.restore_ms or 0.0, 1)})
 
     def family_for(self, path: str) -> ErrorFamily:
         """The error shape of a path no route claims: OpenAI's under /v1/, else the function's own."""

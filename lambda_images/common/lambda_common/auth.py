@@ -115,10 +115,12 @@ class ApiKeyGuard:
         self._failures = 0
 
     def forget(self) -> None:
-        """Drop the key held (before a snapshot: a credential must not be persisted in it)."""
+        """Drop the key held and the connections that read it (before a snapshot: a credential
+        must not be persisted in it, and restored copies must not share a connection)."""
         if self._fetch is not None:
             self._key = None
             self._read_at = self._tried_at = float("-inf")
+            close_clients()
 
     # ---------------------------------------------------------------- the check
 
@@ -198,3 +200,13 @@ def _fetch_secret(arn: str) -> str:
 
 
 _providers: dict[str, Any] = {}
+
+
+def close_clients() -> None:
+    """Close the Secrets Manager clients (their connection pools); the next read makes a new one."""
+    while _providers:
+        _, provider = _providers.popitem()
+        client = getattr(provider, "client", None)
+        close = getattr(client, "close", None)
+        if callable(close):
+            close()
