@@ -86,7 +86,8 @@ HANDLER = textwrap.dedent(
         if action == "raw":
             return StreamingResponse("text/csv", iter([b"a,b\\n", b"1,2\\n"]))
         if action == "status":
-            return {"statusCode": 418, "headers": {"x-teapot": "yes"}, "cookies": ["t=1"], "body": "short"}
+            status = {"statusCode": 418, "headers": {"x-teapot": "yes"}, "cookies": ["t=1"]}
+            return StreamingResponse("application/octet-stream", iter([b"short"]), status)
         if action == "sleep":
             time.sleep(float(arg))
         if action == "exit":
@@ -234,7 +235,8 @@ def test_url_front_maps_streamed_answers_as_a_streaming_function_url(
     function: LocalFunction, path: str, status: int, content_type: str, body: bytes, extra: dict[str, str]
 ) -> None:
     # An answer without the HTTP-integration framing is the body as it is (status 200, its own type);
-    # a whole URL answer is framed by the runtime loop, so its status, headers and cookies arrive
+    # a framed one (a prelude, as the request core sends on a streaming URL) keeps its status,
+    # headers and cookies
     with FunctionUrlFront(function, port=0, invoke_mode="RESPONSE_STREAM", log=lambda line: None) as front:
         connection = http.client.HTTPConnection("127.0.0.1", front.port, timeout=30)
         connection.request("GET", path)
