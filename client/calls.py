@@ -14,7 +14,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 from urllib.parse import urlsplit
@@ -144,9 +144,19 @@ def sigv4_headers(
 
 
 def http_call(
-    method: str, url: str, body: bytes | None, headers: Mapping[str, str], *, timeout_s: float
+    method: str,
+    url: str,
+    body: bytes | None,
+    headers: Mapping[str, str],
+    *,
+    timeout_s: float,
+    on_chunk: Callable[[bytes], None] | None = None,
 ) -> Answer:
-    """One HTTP request, timing connection, first byte and the whole answer."""
+    """One HTTP request, timing connection, first byte and the whole answer.
+
+    ``on_chunk`` gets each piece of the body as it arrives (a streamed answer), besides the
+    whole body in the Answer.
+    """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ClientUsageError(f"not an http(s) URL: {url}")
@@ -160,7 +170,14 @@ def http_call(
         connection.request(method, target, body=body, headers=dict(headers))
         response = connection.getresponse()
         first_byte = time.perf_counter()
-        data = response.read()
+        if on_chunk is None:
+            data = response.read()
+        else:
+            pieces: list[bytes] = []
+            while piece := response.read1(65536):
+                pieces.append(piece)
+                on_chunk(piece)
+            data = b"".join(pieces)
         done = time.perf_counter()
     except OSError as exc:
         raise ClientUsageError(f"{method} {url} failed: {exc}") from None
@@ -191,8 +208,9 @@ def call_url(
     extra_headers: Mapping[str, str] | None = None,
     timeout_s: float = 900.0,
     session: Any = None,
+    on_chunk: Callable[[bytes], None] | None = None,
 ) -> Answer:
-    """Call a Function URL with the authentication it needs."""
+    """Call a Function URL with the authentication it needs (``on_chunk``: see ``http_call``)."""
     url = base_url.rstrip("/") + ("/" + path.lstrip("/") if path else "")
     headers = {"accept": "application/json", "user-agent": "lambda-llm-client"}
     if data is not None:
@@ -219,7 +237,7 @@ def call_url(
         )
     elif auth != "none":
         raise ClientUsageError(f"unknown auth mode {auth!r}: use auto, iam, api-key or none")
-    return http_call(method, url, data, headers, timeout_s=timeout_s)
+    return http_call(method, url, data, headers, timeout_s=timeout_s, on_chunk=on_chunk)
 
 
 def invoke_function(
@@ -256,6 +274,61 @@ def invoke_function(
         timings_ms={"total": total},
         function_error=response.get("FunctionError"),
         report=report,
+    )
+
+
+def invoke_streaming(
+    function_name: str,
+    payload: bytes,
+    on_chunk: Callable[[bytes], None],
+    *,
+    region: str | None = None,
+    endpoint_url: str | None = None,
+    timeout_s: float = 900.0,
+    session: Any = None,
+) -> Answer:
+    """Invoke with InvokeWithResponseStream, passing each PayloadChunk to ``on_chunk`` as it arrives."""
+    session = session or boto3.Session()
+    client = session.client(
+        "lambda",
+        region_name=region,
+        endpoint_url=endpoint_url,
+        config=Config(read_timeout=timeout_s, connect_timeout=10, retries={"max_attempts": 1}),
+    )
+    started = time.perf_counter()
+    first: float | None = None
+    parts: list[bytes] = []
+    function_error = None
+    log_tail = None
+    try:
+        response = client.invoke_with_response_stream(
+            FunctionName=function_name, Payload=payload, LogType="Tail"
+        )
+        for event in response["EventStream"]:
+            if "PayloadChunk" in event:
+                piece = event["PayloadChunk"]["Payload"]
+                if first is None:
+                    first = time.perf_counter()
+                parts.append(piece)
+                on_chunk(piece)
+            elif "InvokeComplete" in event:
+                complete = event["InvokeComplete"]
+                if complete.get("ErrorCode"):
+                    function_error = f"{complete['ErrorCode']}: {complete.get('ErrorDetails', '')}"
+                log_tail = complete.get("LogResult")
+    except (ClientError, BotoCoreError) as exc:
+        raise ClientUsageError(f"invoke-with-response-stream {function_name} failed: {exc}") from None
+    done = time.perf_counter()
+    timings = {"first_byte": ((first or done) - started) * 1000, "total": (done - started) * 1000}
+    return Answer(
+        status=int(response.get("StatusCode", 0)),
+        body=b"".join(parts),
+        headers={
+            k.lower(): v for k, v in response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).items()
+        },
+        timings_ms=timings,
+        function_error=function_error,
+        report=parse_report(base64.b64decode(log_tail).decode("utf-8", "replace")) if log_tail else {},
     )
 
 

@@ -20,6 +20,7 @@ returns a streamed answer whole, as Lambda buffers it for that operation.
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
 import subprocess
@@ -33,6 +34,7 @@ import openai
 import pytest
 from botocore.config import Config
 
+import client.__main__ as client_cli
 from local.stack import RunningFunction
 from tests.harness import streaming_stack
 
@@ -289,3 +291,81 @@ def test_a_client_that_disconnects_stops_the_generation(llama: RunningFunction, 
     status, answer, _ = llama.call("GET", "/health")
     assert status == 200
     assert json.loads(answer)["status"] == "ok"
+
+
+# --- python -m client --stream -------------------------------------------------------------------
+
+
+class OrderedOut:
+    """A text stream that notes, at its first write, whether the generation was still running."""
+
+    def __init__(self, order: Order) -> None:
+        self.order = order
+        self.parts: list[str] = []
+
+    def write(self, text: str) -> int:
+        if text.strip():
+            self.order.content()
+        self.parts.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_client_url_stream_prints_tokens_as_they_arrive(llama: RunningFunction) -> None:
+    # Given the client's --stream on the generator's URL (no auth: the local URL has none)
+    order = Order(llama)
+    out, err = OrderedOut(order), io.StringIO()
+    data = json.dumps(
+        {"messages": [{"role": "user", "content": PROMPT}], "max_tokens": TOKENS, "temperature": 0}
+    )
+    # When it runs
+    status = client_cli.main(
+        ["url", llama.url, "--path", "/v1/chat/completions", "--data", data, "--stream", "--auth", "none"],
+        out=out,  # type: ignore[arg-type]
+        err=err,
+    )
+    # Then it printed the tokens one event at a time, the first while the rest was being generated
+    assert status == 0, err.getvalue()
+    order.check()
+    printed = "".join(out.parts).strip()
+    whole = llama.call(
+        "POST",
+        "/v1/chat/completions",
+        json.dumps(
+            {"messages": [{"role": "user", "content": PROMPT}], "max_tokens": TOKENS, "temperature": 0}
+        ).encode(),
+        {"content-type": "application/json"},
+    )
+    assert printed == json.loads(whole[1])["choices"][0]["message"]["content"].strip()
+    assert " events; " in err.getvalue()
+
+
+def test_client_invoke_stream_uses_invoke_with_response_stream(llama: RunningFunction) -> None:
+    # Given the client's invoke --stream against the local Invoke API (dummy credentials: AWS stand-in)
+    order = Order(llama)
+    out, err = OrderedOut(order), io.StringIO()
+    payload = json.dumps({"prompt": TEXT_PROMPT, "max_tokens": TOKENS, "temperature": 0})
+    env = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": "us-east-1"}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        status = client_cli.main(
+            [
+                "invoke",
+                "--function-name",
+                "function",
+                "--endpoint-url",
+                llama.endpoint,
+                "--payload",
+                payload,
+                "--stream",
+            ],
+            out=out,  # type: ignore[arg-type]
+            err=err,
+        )
+    # Then the llama.cpp-style events of the direct payload were printed as they came
+    assert status == 0, err.getvalue()
+    order.check()
+    assert "".join(out.parts).strip().startswith("5")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from client.calls import invoke_function, read_data, render
+from client.calls import invoke_function, invoke_streaming, read_data, render
 from client.commands import CommandIO
+from client.commands.url import finish, with_stream_flag
+from client.stream import TokenPrinter
 
 NAME = "invoke"
 HELP = "invoke a function by name with boto3"
@@ -20,12 +22,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--profile", help="AWS profile to use")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait (default 900)")
+    parser.add_argument(
+        "--stream",
+        action="store_true",
+        help='invoke with InvokeWithResponseStream, "stream": true in the payload, and print the tokens '
+        "as they arrive",
+    )
 
 
 def run(args: argparse.Namespace, io: CommandIO) -> int:
+    payload = read_data(args.payload) or b"{}"
+    if args.stream:
+        printer = TokenPrinter(io.out, io.err)
+        answer = invoke_streaming(
+            args.function_name,
+            with_stream_flag(payload),
+            printer,
+            region=args.region,
+            endpoint_url=args.endpoint_url,
+            timeout_s=args.timeout,
+            session=io.session(args.profile),
+        )
+        return finish(answer, printer, io)
     answer = invoke_function(
         args.function_name,
-        read_data(args.payload) or b"{}",
+        payload,
         region=args.region,
         endpoint_url=args.endpoint_url,
         timeout_s=args.timeout,
