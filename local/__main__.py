@@ -4,8 +4,8 @@
                     [--embeddings-model SENTENCE_TRANSFORMERS_FOLDER] [--api-key KEY] [ports...]
 
 Each function is its real handler under the runtime its image runs (the
-generator: the project's streaming runtime loop; the embeddings function:
-``awslambdaric``), started by a local stand-in for Lambda's Runtime API
+project's runtime loop, ``lambda_common.lambda_runtime``, which streams),
+started by a local stand-in for Lambda's Runtime API
 (``local.runtime_api``) with the memory size, timeout, log level, URL invoke
 mode and SnapStart setting ``cdk.json`` deploys: the generator's URL streams
 tokens as they are generated (RESPONSE_STREAM). Ports (flags, or environment variables of
