@@ -10,6 +10,7 @@ check                     how
 ========================  ==============================================================
 configuration             cdk.json plus ``-c key=value`` through ``AppConfig.from_context``
 model revisions           a revision that is not a 40-hex commit id is a moving branch
+base image                a Dockerfile's BASE_IMAGE named by tag only, not by digest
 builder                   docker (BuildKit, buildx, its driver, its image store) or podman
 build platform            the builder's architecture against each function's
 credentials               ``sts:GetCallerIdentity``, and a region
@@ -20,6 +21,8 @@ bootstrap                 ``ssm:GetParameter`` /cdk-bootstrap/<qualifier>/versio
 concurrency               ``lambda:GetAccountSettings`` against reserved and provisioned
                           concurrency (``lambda:GetFunctionConcurrency`` on a deployed stack)
 memory                    the new-account cap of 3,008 MB, which no API reports (see below)
+bulk embedding            with ``batch_embeddings``: the Map's concurrency against the unreserved
+                          pool, and a bucket of your own (``s3:HeadBucket``)
 ========================  ==============================================================
 
 Every check is a function that takes its inputs (clients, the configuration,
@@ -197,9 +200,46 @@ def functions(config: AppConfig) -> dict[str, FunctionConfig]:
     return {"llama": config.llama, "embeddings": config.embeddings}
 
 
+def memory_sizes(config: AppConfig) -> dict[str, int]:
+    """Every function's memory by its configuration key's prefix (the batch function when it is on)."""
+    sizes = {name: function.memory_mb for name, function in functions(config).items()}
+    if config.batch.enabled:
+        sizes["batch_embeddings"] = config.batch.memory_mb
+    return sizes
+
+
 def snap_start_on(function: FunctionConfig) -> bool:
-    """Whether SnapStart is on (the setting arrives with issue 13; absent means off)."""
-    return bool(getattr(function, "snap_start", False))
+    return function.snap_start
+
+
+DOCKERFILES = {
+    "llama": IMAGES_DIR / "llama" / "Dockerfile",
+    "embeddings": IMAGES_DIR / "embeddings" / "Dockerfile",
+}
+_BASE_IMAGE_ARG = re.compile(r"^ARG BASE_IMAGE=(?P<image>\S+)", re.MULTILINE)
+
+
+def check_base_image(dockerfiles: Mapping[str, Path] = DOCKERFILES) -> Result:
+    """Warn while a Dockerfile names its base image by tag only: a tag is rebuilt, a digest is not."""
+    by_tag: dict[str, str] = {}
+    for name, dockerfile in dockerfiles.items():
+        found = _BASE_IMAGE_ARG.search(dockerfile.read_text())
+        if found is None:
+            return Result("base image", "FAIL", f"{dockerfile} has no ARG BASE_IMAGE line")
+        if "@sha256:" not in found["image"]:
+            by_tag[name] = found["image"]
+    if not by_tag:
+        return Result("base image", "ok", "both Dockerfiles pin their base image by digest")
+    images = sorted(set(by_tag.values()))
+    return Result(
+        "base image",
+        "warn",
+        f"{', '.join(images)}: a tag, not a digest (Debian rebuilds it with security updates)",
+        "Two builds at different times may start from different layers. Pin the digest of the\n"
+        "multi-platform index in both Dockerfiles' ARG BASE_IMAGE lines:\n"
+        + "".join(f"  docker buildx imagetools inspect {image}   # Digest: sha256:...\n" for image in images)
+        + "  ARG BASE_IMAGE=<image>@sha256:<digest>   (docs/deploy.md, Reproducible images)",
+    )
 
 
 def check_revisions(config: AppConfig) -> Result:
@@ -736,9 +776,8 @@ def reservation(config: AppConfig, function: FunctionConfig, name: str) -> tuple
     """
     if function.reserved_concurrency is not None:
         return function.reserved_concurrency, f"{name}_reserved_concurrency"
-    decide = getattr(config, "reserved_concurrency", None)
-    value = decide(function) if callable(decide) else None
-    return (int(value), "public_url_reserved_concurrency") if value is not None else (None, "")
+    value = config.reserved_concurrency(function)
+    return (value, "public_url_reserved_concurrency") if value is not None else (None, "")
 
 
 def check_concurrency(limits: AccountLimits, config: AppConfig, held_by_stack: int) -> Result:
@@ -807,9 +846,7 @@ def check_memory(limits: AccountLimits, config: AppConfig, largest_in_use: int) 
     reduced concurrency *and* memory quotas together, so a concurrency limit under the
     default 1,000 with no function above 3,008 MB in the region is a warning.
     """
-    above = {
-        name: fn.memory_mb for name, fn in functions(config).items() if fn.memory_mb > NEW_ACCOUNT_MEMORY_MB
-    }
+    above = {name: mb for name, mb in memory_sizes(config).items() if mb > NEW_ACCOUNT_MEMORY_MB}
     if not above:
         return Result("memory", "ok", f"no function asks for more than {NEW_ACCOUNT_MEMORY_MB} MB")
     asked = ", ".join(f"{name} {mb} MB" for name, mb in above.items())
@@ -833,6 +870,71 @@ def check_memory(limits: AccountLimits, config: AppConfig, largest_in_use: int) 
     )
 
 
+# ----------------------------------------------------------------------------- AWS: bulk embedding
+
+
+def reserved_by_config(config: AppConfig) -> int:
+    """Concurrency the configuration takes out of the unreserved pool (reserved, else provisioned)."""
+    taken = 0
+    for name, function in functions(config).items():
+        reserved, _ = reservation(config, function, name)
+        taken += reserved if reserved is not None else function.provisioned_concurrency
+    return taken
+
+
+def check_batch(limits: AccountLimits, config: AppConfig, held_by_stack: int, s3: Any, region: str) -> Result:
+    """The Distributed Map's concurrency against what the account can run, and a bucket of the user's."""
+    batch = config.batch
+    left = limits.unreserved + held_by_stack - reserved_by_config(config)
+    problems: list[str] = []
+    fixes: list[str] = []
+    status: Status = "ok"
+    if batch.max_concurrency > left:
+        status = "warn"
+        problems.append(
+            f"up to {batch.max_concurrency} batch functions at once, {left} unreserved concurrency"
+        )
+        fixes += [
+            "Batches above what the account can run are throttled: the state machine retries them, so a run",
+            "is slower, not lost, but the online functions share the same pool and are throttled too. Lower",
+            "the Map's concurrency, or ask for more (free):",
+            f'  make deploy CDK_ARGS="-c batch_embeddings_max_concurrency={max(1, left // 2)}"',
+            "  aws service-quotas request-service-quota-increase --service-code lambda \\",
+            f"    --quota-code {CONCURRENCY_QUOTA_CODE} --desired-value "
+            f"{max(DEFAULT_CONCURRENCY_LIMIT, limits.concurrency + batch.max_concurrency)}",
+        ]
+    if batch.bucket_name is not None:
+        try:
+            answer = s3.head_bucket(Bucket=batch.bucket_name)
+        except ClientError as error:
+            code = _error_code(error)
+            reason = {"404": "does not exist", "NoSuchBucket": "does not exist", "403": "is not yours"}.get(
+                code, f"cannot be read ({code})"
+            )
+            return Result(
+                "bulk embedding",
+                "FAIL",
+                f"bucket {batch.bucket_name} {reason}",
+                "batch_embeddings_bucket_name must be an existing bucket of this account that your\n"
+                "credentials can read; leave it unset and the stack creates one:\n"
+                '  make deploy CDK_ARGS="-c batch_embeddings_bucket_name=null"',
+            )
+        bucket_region = answer.get("BucketRegion") or region
+        if bucket_region != region:
+            status = "warn"
+            problems.append(f"bucket {batch.bucket_name} is in {bucket_region}, the stack in {region}")
+            fixes += [
+                "Every record and vector would cross regions (slower, billed as inter-region transfer):",
+                f"use a bucket in {region}, or deploy the stack there (AWS_REGION={bucket_region}).",
+            ]
+    if status == "ok":
+        bucket = f"bucket {batch.bucket_name}" if batch.bucket_name else "a new bucket"
+        return Result(
+            "bulk embedding", "ok", f"{bucket}; up to {batch.max_concurrency} at once, {left} unreserved left"
+        )
+    return Result("bulk embedding", status, "; ".join(problems), "\n".join(fixes))
+
+
 # ----------------------------------------------------------------------------- all together
 
 
@@ -847,6 +949,7 @@ def run_checks(
     host_system: str = "",
     binfmt_dir: Path | None = None,
     cdk_json: Path = CDK_JSON,
+    dockerfiles: Mapping[str, Path] = DOCKERFILES,
 ) -> list[Result]:
     """Every check, local ones first; AWS checks need credentials and a region, else are skipped."""
     context = load_context(overrides, cdk_json)
@@ -854,6 +957,7 @@ def run_checks(
     results = [result]
     if config is not None:
         results.append(check_revisions(config))
+    results.append(check_base_image(dockerfiles))
     builder = check_builder(env, runner)
     results.extend(builder.results)
     if config is not None:
@@ -866,7 +970,9 @@ def run_checks(
         sts, region = None, None
     account, result = check_credentials(sts, region)
     results.append(result)
-    aws_checks = ("region", "bootstrap", "concurrency", "memory")
+    aws_checks: tuple[str, ...] = ("region", "bootstrap", "concurrency", "memory")
+    if config is not None and config.batch.enabled:
+        aws_checks = (*aws_checks, "bulk embedding")
     if account is None or region is None:
         results.extend(
             Result(name, "skip", "needs credentials and a region (see credentials)") for name in aws_checks
@@ -894,18 +1000,30 @@ def run_checks(
         limits = account_limits(lambda_client)
     except (ClientError, BotoCoreError) as error:
         failed = _failure("concurrency", "lambda:GetAccountSettings", error)
-        return [*results, failed, Result("memory", "skip", "needs the account settings (see concurrency)")]
-    results.append(
-        _guarded(
-            "concurrency",
-            lambda: check_concurrency(
-                limits, config, deployed_reservations(cloudformation, lambda_client, config.stack_name)
-            ),
-        )
-    )
+        skipped = [name for name in aws_checks if name not in ("region", "bootstrap", "concurrency")]
+        return [
+            *results,
+            failed,
+            *(Result(name, "skip", "needs the account settings (see concurrency)") for name in skipped),
+        ]
+    held: list[int] = []
+
+    def concurrency() -> Result:
+        held.append(deployed_reservations(cloudformation, lambda_client, config.stack_name))
+        return check_concurrency(limits, config, held[0])
+
+    results.append(_guarded("concurrency", concurrency))
     results.append(
         _guarded("memory", lambda: check_memory(limits, config, largest_memory_in_use(lambda_client)))
     )
+    if config.batch.enabled:
+        s3 = session.client("s3", region_name=region) if config.batch.bucket_name else None
+        results.append(
+            _guarded(
+                "bulk embedding",
+                lambda: check_batch(limits, config, held[0] if held else 0, s3, region),
+            )
+        )
     return results
 
 
@@ -918,7 +1036,8 @@ def _failure(check: str, call: str, error: Exception) -> Result:
         f"{call} failed: {code}",
         f"{detail}\nThe doctor needs read-only access: sts:GetCallerIdentity, ssm:GetParameter,\n"
         "cloudformation:DescribeStacks and DescribeStackResources, lambda:GetAccountSettings,\n"
-        "GetFunctionConcurrency and ListFunctions (the ReadOnlyAccess managed policy has them all).",
+        "GetFunctionConcurrency and ListFunctions, and with bulk embedding s3:ListBucket on your\n"
+        "bucket (HeadBucket); the ReadOnlyAccess managed policy has them all.",
     )
 
 

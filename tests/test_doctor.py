@@ -712,16 +712,35 @@ PINNED = {
 }
 
 
-def test_everything_ok_prints_one_ok_line_per_check(aws: dict[str, tuple[Any, Stubber]]) -> None:
+def digest_pinned_dockerfiles(tmp_path: Path) -> dict[str, Path]:
+    """Both Dockerfiles as they are, with their BASE_IMAGE pinned by a (made-up) digest."""
+    pinned = {}
+    for name, dockerfile in doctor.DOCKERFILES.items():
+        text = dockerfile.read_text()
+        text = text.replace("-slim-bookworm\n", f"-slim-bookworm@sha256:{'ab' * 32}\n", 1)
+        pinned[name] = tmp_path / f"{name}.Dockerfile"
+        pinned[name].write_text(text)
+    return pinned
+
+
+def test_everything_ok_prints_one_ok_line_per_check(
+    aws: dict[str, tuple[Any, Stubber]], tmp_path: Path
+) -> None:
     stub_account(aws, limit=1000)
     results = doctor.run_checks(
-        overrides=PINNED, session=StubbedSession(aws), env={}, runner=runner_ok(), host_system="Linux"
+        overrides=PINNED,
+        session=StubbedSession(aws),
+        env={},
+        runner=runner_ok(),
+        host_system="Linux",
+        dockerfiles=digest_pinned_dockerfiles(tmp_path),
     )
     text = rendered(results)
     assert [r.status for r in results] == ["ok"] * len(results), text
     assert [r.check for r in results] == [
         "configuration",
         "model revisions",
+        "base image",
         "builder",
         "build platform",
         "credentials",
@@ -782,3 +801,133 @@ def test_a_malformed_context_argument_is_a_usage_error() -> None:
     )
     assert status == 2
     assert "KEY=VALUE" in err.getvalue()
+
+
+# ----------------------------------------------------------------------------- base image
+
+
+def test_a_base_image_named_by_tag_warns_with_how_to_pin_it() -> None:
+    # Given the Dockerfiles as shipped (their ARG BASE_IMAGE is a tag: no registry can be read here)
+    result = doctor.check_base_image()
+    # Then it is a warning naming the tag and the command that reads its digest
+    assert result.status == "warn"
+    assert "public.ecr.aws/docker/library/python:3.11.16-slim-bookworm: a tag" in result.summary
+    assert "docker buildx imagetools inspect public.ecr.aws/docker/library/python:3.11.16-slim-bookworm" in (
+        result.fix
+    )
+
+
+def test_a_base_image_pinned_by_digest_passes(tmp_path: Path) -> None:
+    assert doctor.check_base_image(digest_pinned_dockerfiles(tmp_path)).status == "ok"
+
+
+def test_a_dockerfile_without_base_image_arg_fails(tmp_path: Path) -> None:
+    (bare := tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    result = doctor.check_base_image({"llama": bare})
+    assert (result.status, result.summary) == ("FAIL", f"{bare} has no ARG BASE_IMAGE line")
+
+
+# ----------------------------------------------------------------------------- bulk embedding
+
+
+def limits(concurrency: int, unreserved: int | None = None) -> doctor.AccountLimits:
+    return doctor.AccountLimits(concurrency, concurrency if unreserved is None else unreserved)
+
+
+def test_bulk_embedding_within_the_pool_with_a_new_bucket_passes() -> None:
+    config = config_with(batch_embeddings="true", **{k: v for k, v in PINNED.items() if "reserved" in k})
+    # S3 is not called when the stack creates the bucket
+    result = doctor.check_batch(limits(1000), config, 0, s3=None, region=REGION)
+    assert (result.status, result.summary) == ("ok", "a new bucket; up to 100 at once, 1000 unreserved left")
+
+
+def test_bulk_embedding_above_a_new_accounts_pool_warns_with_a_lower_setting() -> None:
+    # Given a new account (limit 10) and the default Map concurrency of 100
+    config = config_with(batch_embeddings="true", llama_reserved_concurrency="null")
+    result = doctor.check_batch(limits(10), config, 0, s3=None, region=REGION)
+    # Then a warning: throttled, not failed, with the setting and the quota request
+    assert result.status == "warn"
+    assert result.summary == "up to 100 batch functions at once, 10 unreserved concurrency"
+    assert '-c batch_embeddings_max_concurrency=5"' in result.fix
+    assert "--quota-code L-B99A9384 --desired-value 1000" in result.fix
+
+
+def test_reservations_of_the_online_functions_come_out_of_what_the_map_can_use() -> None:
+    config = config_with(
+        batch_embeddings="true",
+        batch_embeddings_max_concurrency="100",
+        llama_reserved_concurrency="50",
+        embeddings_reserved_concurrency="null",
+    )
+    result = doctor.check_batch(limits(200, 140), config, 0, s3=None, region=REGION)
+    # 140 unreserved - 50 the llama function will reserve = 90 < 100
+    assert result.summary == "up to 100 batch functions at once, 90 unreserved concurrency"
+
+
+def s3_client() -> tuple[Any, Stubber]:
+    made = client("s3")
+    return made, Stubber(made)
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [("404", "does not exist"), ("403", "is not yours"), ("SlowDown", "cannot be read (SlowDown)")],
+)
+def test_a_bucket_of_your_own_that_cannot_be_read_fails(code: str, reason: str) -> None:
+    # Given batch_embeddings_bucket_name naming a bucket HeadBucket refuses (S3 stubbed with botocore)
+    s3, stub = s3_client()
+    stub.add_client_error("head_bucket", code, "", expected_params={"Bucket": "my-corpus"})
+    config = config_with(batch_embeddings="true", batch_embeddings_bucket_name="my-corpus")
+    with stub:
+        result = doctor.check_batch(limits(1000), config, 0, s3=s3, region=REGION)
+    assert (result.status, result.summary) == ("FAIL", f"bucket my-corpus {reason}")
+    assert "-c batch_embeddings_bucket_name=null" in result.fix
+
+
+def test_a_bucket_in_another_region_warns() -> None:
+    s3, stub = s3_client()
+    stub.add_response("head_bucket", {"BucketRegion": "us-east-1"}, {"Bucket": "my-corpus"})
+    config = config_with(batch_embeddings="true", batch_embeddings_bucket_name="my-corpus")
+    with stub:
+        result = doctor.check_batch(limits(1000), config, 0, s3=s3, region=REGION)
+    assert result.status == "warn"
+    assert result.summary == f"bucket my-corpus is in us-east-1, the stack in {REGION}"
+
+
+def test_a_readable_bucket_in_the_stacks_region_passes() -> None:
+    s3, stub = s3_client()
+    stub.add_response("head_bucket", {"BucketRegion": REGION}, {"Bucket": "my-corpus"})
+    config = config_with(batch_embeddings="true", batch_embeddings_bucket_name="my-corpus")
+    with stub:
+        result = doctor.check_batch(limits(1000), config, 0, s3=s3, region=REGION)
+    assert result.status == "ok"
+    assert result.summary == "bucket my-corpus; up to 100 at once, 1000 unreserved left"
+
+
+def test_the_batch_functions_memory_counts_against_the_new_account_cap() -> None:
+    config = config_with(
+        batch_embeddings="true",
+        batch_embeddings_memory_mb="4096",
+        llama_memory_mb="3008",
+        embeddings_memory_mb="3008",
+    )
+    result = doctor.check_memory(limits(10), config, largest_in_use=0)
+    assert result.status == "warn"
+    assert result.summary.startswith("batch_embeddings 4096 MB, but this account's limits look new")
+    assert "-c batch_embeddings_memory_mb=3008" in result.fix
+
+
+def test_run_checks_adds_the_bulk_embedding_check_when_it_is_on(
+    aws: dict[str, tuple[Any, Stubber]], tmp_path: Path
+) -> None:
+    stub_account(aws, limit=1000)
+    results = doctor.run_checks(
+        overrides={**PINNED, "batch_embeddings": "true"},
+        session=StubbedSession(aws),
+        env={},
+        runner=runner_ok(),
+        host_system="Linux",
+        dockerfiles=digest_pinned_dockerfiles(tmp_path),
+    )
+    assert results[-1].check == "bulk embedding"
+    assert results[-1].status == "ok", rendered(results)
