@@ -240,6 +240,16 @@ def call_url(
     return http_call(method, url, data, headers, timeout_s=timeout_s, on_chunk=on_chunk)
 
 
+def _lambda_client(session: Any, region: str | None, endpoint_url: str | None, timeout_s: float) -> Any:
+    """A Lambda client that waits ``timeout_s`` for an answer and never retries (a retry would run twice)."""
+    return (session or boto3.Session()).client(
+        "lambda",
+        region_name=region,
+        endpoint_url=endpoint_url,
+        config=Config(read_timeout=timeout_s, connect_timeout=10, retries={"max_attempts": 1}),
+    )
+
+
 def invoke_function(
     function_name: str,
     payload: bytes,
@@ -250,13 +260,7 @@ def invoke_function(
     session: Any = None,
 ) -> Answer:
     """Invoke a function by name (RequestResponse), asking for the log tail's REPORT line."""
-    session = session or boto3.Session()
-    client = session.client(
-        "lambda",
-        region_name=region,
-        endpoint_url=endpoint_url,
-        config=Config(read_timeout=timeout_s, connect_timeout=10, retries={"max_attempts": 1}),
-    )
+    client = _lambda_client(session, region, endpoint_url, timeout_s)
     started = time.perf_counter()
     try:
         response = client.invoke(FunctionName=function_name, Payload=payload, LogType="Tail")
@@ -288,13 +292,7 @@ def invoke_streaming(
     session: Any = None,
 ) -> Answer:
     """Invoke with InvokeWithResponseStream, passing each PayloadChunk to ``on_chunk`` as it arrives."""
-    session = session or boto3.Session()
-    client = session.client(
-        "lambda",
-        region_name=region,
-        endpoint_url=endpoint_url,
-        config=Config(read_timeout=timeout_s, connect_timeout=10, retries={"max_attempts": 1}),
-    )
+    client = _lambda_client(session, region, endpoint_url, timeout_s)
     started = time.perf_counter()
     first: float | None = None
     parts: list[bytes] = []
