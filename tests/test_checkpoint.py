@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -26,20 +25,6 @@ from local.checkpoint import RestoreNextStandIn
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 INVOCATION_NEXT = "/2018-06-01/runtime/invocation/next"
-
-
-@pytest.fixture(scope="module")
-def criu() -> None:
-    """CRIU usable here, built first if it is missing; otherwise the test fails with the reason."""
-    ok, reason = checkpoint.available()
-    if not ok and "scripts/build-criu.sh" in reason and os.geteuid() == 0:
-        build = subprocess.run(["bash", "scripts/build-criu.sh"], cwd=ROOT, capture_output=True, text=True)
-        checkpoint.available.cache_clear()
-        ok, reason = checkpoint.available()
-        if build.returncode != 0:
-            reason += f"; scripts/build-criu.sh failed: {build.stderr[-2000:]}"
-    if not ok:
-        pytest.fail(f"checkpoint/restore is not available here: {reason}")
 
 
 @pytest.fixture

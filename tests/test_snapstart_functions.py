@@ -50,7 +50,7 @@ SEEDS = {
 
 
 @pytest.fixture(scope="module")
-def secrets() -> Iterator[tuple[str, str, Any]]:
+def secrets(criu: None) -> Iterator[tuple[str, str, Any]]:
     """moto's server as Secrets Manager (an AWS stand-in), holding the first API key."""
     from moto.server import ThreadedMotoServer
 

@@ -12,34 +12,17 @@ tests/test_checkpoint.py does); it fails, never skips, when neither works.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from benchmarks.lambda_logs import parse_log
-from local import checkpoint
-from local.rie import ROOT
 from local.runtime_api import LocalFunction
 from local.snapstart import CriuSnapshots
 from tests.test_runtime_api import HANDLER, make_function
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def criu() -> None:
-    ok, reason = checkpoint.available()
-    if not ok and "scripts/build-criu.sh" in reason and os.geteuid() == 0:
-        build = subprocess.run(["bash", "scripts/build-criu.sh"], cwd=ROOT, capture_output=True, text=True)
-        checkpoint.available.cache_clear()
-        ok, reason = checkpoint.available()
-        if build.returncode != 0:
-            reason += f"; scripts/build-criu.sh failed: {build.stderr[-2000:]}"
-    if not ok:
-        pytest.fail(f"checkpoint/restore is not available here: {reason}")
 
 
 @pytest.fixture
