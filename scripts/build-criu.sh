@@ -87,31 +87,7 @@ BUILD_ID="$VERSION $SHA256 $(printf '%s\n' "$PATCH" | sha256sum | cut -d' ' -f1)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "build-criu: needs a Debian (bookworm) machine with apt-get" >&2
-    exit 1
-fi
-if [ "$(id -u)" -eq 0 ]; then
-    as_root=()
-elif command -v sudo >/dev/null 2>&1; then
-    as_root=(sudo)
-else
-    echo "build-criu: installing packages needs root; run as root or install sudo" >&2
-    exit 1
-fi
-
-missing=()
-for package in "${PACKAGES[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q '^install ok installed$'; then
-        missing+=("$package")
-    fi
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    say "installing ${missing[*]}"
-    "${as_root[@]}" apt-get update -qq
-    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+bash scripts/apt-install.sh build-criu "${PACKAGES[@]}"
 
 if [ -x "$BIN" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$BUILD_ID" ] && "$BIN" --version >/dev/null 2>&1; then
     echo "$BIN"

@@ -26,34 +26,7 @@ CONF_DIR=.cache/containers
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "setup-system: needs a Debian (bookworm) machine with apt-get; install ${PACKAGES[*]} yourself" >&2
-    exit 1
-fi
-
-missing=()
-for package in "${PACKAGES[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q '^install ok installed$'; then
-        missing+=("$package")
-    fi
-done
-
-if [ "${#missing[@]}" -gt 0 ]; then
-    if [ "$(id -u)" -eq 0 ]; then
-        as_root=()
-    elif command -v sudo >/dev/null 2>&1; then
-        as_root=(sudo)
-    else
-        echo "setup-system: installing ${missing[*]} needs root; run as root or install sudo" >&2
-        exit 1
-    fi
-    say "installing ${missing[*]}"
-    "${as_root[@]}" apt-get update -qq
-    # Recommends are left out on purpose: they pull crun, buildah's CLI,
-    # fuse-overlayfs, slirp4netns and binfmt registrations, none of which the tests use.
-    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+bash scripts/apt-install.sh setup-system "${PACKAGES[@]}"
 
 # The settings this kernel and machine need (see ../shared/FACTS.md):
 #   runtime = runc          crun cannot create containers on hybrid cgroups
