@@ -30,6 +30,8 @@ from local.functions import Deployed
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 LOG_DIR = ROOT / ".cache" / "bench"
+SNAPSTART_PROMPT = "The river keeps its own calendar."
+"""A short prompt (about 12 tokens with its number): the restore or init, then one token, not a prompt."""
 BUSY_LOAD_PER_CPU = 0.5
 """One-minute load average per CPU above which, before the run, the results are marked as taken busy."""
 
@@ -114,6 +116,7 @@ def embeddings_config(args: argparse.Namespace, deployed: Deployed) -> Embedding
         model_id=model_id,
         backend=backend,
         memory_mb=args.embeddings_memory_mb or deployed.memory_mb,
+        source_dir=source,
         threads=deployed.threads,
         log_dir=LOG_DIR,
     )
@@ -124,6 +127,80 @@ def embeddings_config(args: argparse.Namespace, deployed: Deployed) -> Embedding
     if args.repeats is not None:
         cfg = replace(cfg, repeats=args.repeats)
     return cfg
+
+
+def run_llama(cfg: LlamaBenchConfig) -> dict[str, Any]:
+    """The generator: handler and bare, then streaming, structured output, metrics and SnapStart."""
+    from benchmarks import llama_bench, metrics_bench, snapstart_bench, stream_bench
+    from lambda_common.cpu import default_threads, visible_cpus
+
+    out = llama_bench.run(cfg, progress)
+    out.update(stream_bench.run(cfg, progress))
+    out.update(metrics_bench.run_llama(cfg, progress))
+    threads = cfg.threads or default_threads(cfg.memory_mb, visible_cpus())
+    out.update(
+        snapstart_bench.run(
+            "llama",
+            {"llama_model": cfg.gguf, "memory_mb": {"llama": cfg.memory_mb}},
+            {"N_THREADS": str(threads)},
+            lambda n: {
+                "prompt": f"Note {n}. {SNAPSTART_PROMPT}",
+                "n-generate": 1,
+                **llama_bench.sampling(),
+            },
+            repeats=cfg.cold_repeats,
+            log_dir=cfg.log_dir / "snapstart-llama",
+            progress=progress,
+        )
+    )
+    return out
+
+
+def run_embeddings(cfg: EmbeddingsBenchConfig, region: str) -> dict[str, Any]:
+    """The embeddings function: handler and bare, then metrics, SnapStart and the memory settings."""
+    from benchmarks import embeddings_bench, metrics_bench, snapstart_bench
+    from benchmarks.memory_settings import memory_settings
+    from lambda_common.cpu import default_threads, visible_cpus
+
+    out = embeddings_bench.run(cfg, progress)
+    out.update(metrics_bench.run_embeddings(cfg, progress))
+    threads = cfg.threads or default_threads(cfg.memory_mb, visible_cpus())
+    model = {
+        "embeddings_model": cfg.source_dir,
+        "embeddings_model_id": cfg.model_id,
+        "embeddings_backend": cfg.backend,
+        "memory_mb": {"embeddings": cfg.memory_mb},
+    }
+    out.update(
+        snapstart_bench.run(
+            "embeddings",
+            model,
+            {"N_THREADS": str(threads)},
+            lambda n: {"inputs": [f"entry {n}: mountain villages keep old recipes"]},
+            repeats=cfg.cold_repeats,
+            log_dir=cfg.log_dir / "snapstart-embeddings",
+            progress=progress,
+        )
+    )
+    out["memory_settings"] = memory_settings(out, region=region)
+    return out
+
+
+def run_batch(cfg: EmbeddingsBenchConfig, args: argparse.Namespace) -> dict[str, Any]:
+    """The bulk-embedding function against the online handler, and its projected price."""
+    from benchmarks import batch_bench
+
+    records = 64 if args.quick else batch_bench.batch_settings().items_per_batch
+    rounds = 1 if args.quick else 5
+    return batch_bench.run(
+        cfg.model_dir,
+        cfg.model_id,
+        cfg.backend,
+        records=records,
+        rounds=rounds,
+        region=args.region,
+        progress=progress,
+    )
 
 
 def busy_note(before: list[float], after: list[float], cpus: int) -> dict[str, Any]:
@@ -184,14 +261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
 
     if args.only in (None, "llama"):
-        from benchmarks import llama_bench
-
-        results["llama"] = llama_bench.run(llama_config(args, deployed["llama"]), progress)
+        results["llama"] = run_llama(llama_config(args, deployed["llama"]))
     if args.only in (None, "embeddings"):
-        from benchmarks import embeddings_bench
-
         cfg = embeddings_config(args, deployed["embeddings"])
-        results["embeddings"] = embeddings_bench.run(cfg, progress)
+        results["embeddings"] = run_embeddings(cfg, args.region)
+        results["batch"] = run_batch(cfg, args)
 
     results["projection"] = projection(results, args.region)
     results["cost"] = snapstart_results(args.region)
@@ -211,6 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.out,
             performance_doc=report.PERFORMANCE_DOC if publish else None,
             readme=report.README if args.readme else None,
+            configuration_doc=report.CONFIGURATION_DOC if publish else None,
         ):
             progress(f"wrote {path}")
     else:

@@ -64,6 +64,8 @@ class EmbeddingsBenchConfig:
     model_id: str
     backend: str
     memory_mb: int
+    source_dir: Path | None = None
+    """The sentence-transformers folder the ONNX export was made from (`make local` takes that one)."""
     repeats: int = 30
     batch_repeats: int = 5
     cold_repeats: int = 3
@@ -280,7 +282,13 @@ def run(cfg: EmbeddingsBenchConfig, progress: Progress) -> dict[str, Any]:
         single_thread,
         logged,
     )
-    out["thread_sweep"] = sweep
+    out.update(sweep_summary(sweep, threads))
+    return out
+
+
+def sweep_summary(sweep: list[dict[str, Any]], threads: int) -> dict[str, Any]:
+    """The thread sweep's keys: its rows, and how the handler's thread count does against the best."""
+    out: dict[str, Any] = {"thread_sweep": sweep}
     if sweep:
         out["sweep_query_tokens"] = SWEEP_QUERY_TOKENS
         best = min(sweep, key=lambda row: row["batch32_ms"]["median"])
