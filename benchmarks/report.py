@@ -23,8 +23,11 @@ ROOT = BENCH_DIR.parent
 RESULTS = BENCH_DIR / "results.json"
 README = ROOT / "README.md"
 PERFORMANCE_DOC = ROOT / "docs" / "performance.md"
+CONFIGURATION_DOC = ROOT / "docs" / "configuration.md"
 START_MARKER = "<!-- bench:start -->"
 END_MARKER = "<!-- bench:end -->"
+MEMORY_START_MARKER = "<!-- bench:embeddings-memory:start -->"
+MEMORY_END_MARKER = "<!-- bench:embeddings-memory:end -->"
 LATENCY_CHART = "embeddings_latency_by_batch.png"
 COST_CHART = "cost_per_million_by_memory.png"
 PROJECTION_LABEL = "Projection, not a measurement"
@@ -121,6 +124,7 @@ def summary_table(results: dict[str, Any]) -> list[str]:
         f"| {spread(sp['bare_ttft_ms'])} | {ratio(lm['handler_vs_bare_ttft'])} |",
         f"| Generator time to first token, {num(lm['long_prompt_tokens'], 0)}-token prompt (ms) "
         f"| {spread(sp['handler_long_prompt_ttft_ms'])} | {spread(sp['bare_long_prompt_ttft_ms'])} | |",
+        *stream_rows(lm),
         f"| Embeddings cold start, process start to first vector (s) | {spread(es['cold_start_s'], 2)} "
         f"| {spread(es['bare_cold_start_s'], 2)} | {ratio(em['handler_vs_bare_cold_start'])} |",
         f"| Embeddings warm, one {num(em['text_tokens'], 0)}-token text: p50 / p95 (ms) "
@@ -136,6 +140,122 @@ def summary_table(results: dict[str, Any]) -> list[str]:
         f"| {ratio(em['tokens_per_s'] / em['bare_tokens_per_s'])} |",
     ]
     return rows
+
+
+def stream_rows(lm: dict[str, Any]) -> list[str]:
+    """The streamed generator's rows of the summary table (none when results.json predates them)."""
+    if "stream_first_byte_ms" not in lm:
+        return []
+    ss = lm.get("stream_spread", {})
+    return [
+        "| Generator streamed, request sent to first token event: Function URL (`make local`) / bare "
+        f"stream (ms) | {spread(ss.get('stream_first_byte_ms'))} | {spread(ss.get('bare_first_token_ms'))} "
+        f"| {ratio(lm['stream_vs_bare_first_token'])} |",
+        "| Generator streamed, tokens/s between first and last token event: Function URL / bare stream "
+        f"| {spread(ss.get('stream_tokens_per_s'))} | {spread(ss.get('bare_stream_tokens_per_s'))} "
+        f"| {ratio(lm['stream_vs_bare_tokens_per_s'])} |",
+    ]
+
+
+def _value(results: dict[str, Any], dotted: str) -> Any:
+    """A figure results.json may lack (an older run): None then."""
+    try:
+        return lookup(results, dotted)
+    except KeyError:
+        return None
+
+
+def features_table(results: dict[str, Any]) -> list[str]:
+    """SnapStart, structured output, metrics and bulk embedding, each against its comparison."""
+    lm, em = results["llama"], results["embeddings"]
+    batch = results.get("batch") or {}
+
+    def snap(key: str, what: str) -> str:
+        block = results[key]
+        if "restore_to_first_token_s" not in block:
+            return f"| {what} | not in this results.json | | |"
+        if block["restore_to_first_token_s"] is None:
+            reason = block.get("snapstart_unavailable", "CRIU could not run")
+            return f"| {what} | not measured: {reason} | | |"
+        parts = block.get("snapstart", {}).get("spread", {})
+        return (
+            f"| {what} | {spread(parts.get('restore_to_first_token_s'), 3)} "
+            f"| {spread(parts.get('cold_first_token_s'), 3)} "
+            f"| {ratio(block['restore_vs_cold_first_token'])} |"
+        )
+
+    def init(key: str) -> str:
+        seconds = results[key].get("init_s")
+        return "" if seconds is None else f" (SnapStart init {num(seconds, 2)} s)"
+
+    rows = [
+        "| | measured | compared with | ratio |",
+        "| --- | --- | --- | --- |",
+        snap(
+            "llama",
+            "Generator SnapStart: restore to first token (s) / cold start to first token, same runner"
+            + init("llama"),
+        ),
+        snap(
+            "embeddings",
+            "Embeddings SnapStart: restore to first vector (s) / cold start to first vector, same runner"
+            + init("embeddings"),
+        ),
+    ]
+    if "json_schema_tokens_per_s" in lm:
+        ss = lm.get("stream_spread", {})
+        rows.append(
+            "| Generator chat, tokens/s: response_format json_schema / free text "
+            f"| {spread(ss.get('json_schema_tokens_per_s'))} | {spread(ss.get('free_chat_tokens_per_s'))} "
+            f"| {ratio(lm['json_schema_vs_free_tokens_per_s'])} |"
+        )
+    if "metrics_off_vs_on_tokens_per_s" in lm:
+        ms = lm.get("metrics_spread", {})
+        rows.append(
+            "| Generator tokens/s: metrics off / metrics on "
+            f"| {spread(ms.get('off_tokens_per_s'))} | {spread(ms.get('on_tokens_per_s'))} "
+            f"| {ratio(lm['metrics_off_vs_on_tokens_per_s'])} |"
+        )
+    if "metrics_off_vs_on_p50" in em:
+        ms = em.get("metrics_spread", {})
+        rows.append(
+            f"| Embeddings one {num(em['text_tokens'], 0)}-token text, p50 (ms): metrics off / metrics on "
+            f"| {spread(ms.get('off_ms'))} | {spread(ms.get('on_ms'))} "
+            f"| {ratio(em['metrics_off_vs_on_p50'])} |"
+        )
+    if "tokens_per_s_per_function" in batch:
+        bs = batch.get("spread", {})
+        rows.append(
+            f"| Bulk embedding, tokens/s per function: batch function ({num(batch['records'], 0)} records, "
+            "S3 on moto) / online handler, same texts "
+            f"| {spread(bs.get('tokens_per_s_per_function'), 0)} "
+            f"| {spread(bs.get('online_tokens_per_s'), 0)} "
+            f"| {ratio(batch['vs_online_tokens_per_s'])} |"
+        )
+        projected = batch.get("usd_per_million_tokens_projected")
+        rows.append(
+            f"| Bulk embedding, USD per million tokens at {num(batch['memory_mb'], 0)} MB, Step Functions "
+            "and S3 included (projected) "
+            f"| {'n/a' if projected is None else usd(projected) + ' (projected)'} | | |"
+        )
+    return rows
+
+
+def features_notes(results: dict[str, Any]) -> list[str]:
+    """What the features table's figures rest on: the bulk projection's assumption, the first tokens."""
+    lm = results["llama"]
+    batch = results.get("batch") or {}
+    notes = []
+    if "json_schema_first_token_ms" in lm:
+        notes.append(
+            f"Structured output's first token: {num(lm['json_schema_first_token_ms'])} ms with the schema, "
+            f"{num(lm['free_chat_first_token_ms'])} ms without (the grammar is built before the first "
+            "token); "
+            f"{num(lm['json_schema_tokens'], 0)} and {num(lm['free_chat_tokens'], 0)} tokens per answer."
+        )
+    if batch.get("cost_method"):
+        notes.append(f"Bulk embedding cost ({PROJECTION_LABEL.lower()}): {batch['cost_method']}")
+    return notes
 
 
 def models_line(results: dict[str, Any]) -> str:
@@ -247,6 +367,11 @@ def command_line(results: dict[str, Any]) -> str:
     )
 
 
+def _paragraphs(lines: list[str]) -> list[str]:
+    """Each line as a paragraph of its own (followed by a blank line)."""
+    return [part for line in lines for part in (line, "")]
+
+
 def render_results_md(results: dict[str, Any]) -> str:
     out = [
         "# Benchmark results",
@@ -266,6 +391,11 @@ def render_results_md(results: dict[str, Any]) -> str:
         "",
         embeddings_threads_line(results),
         "",
+        "## This round's features, each against its comparison",
+        "",
+        *features_table(results),
+        "",
+        *_paragraphs(features_notes(results)),
         "## Cold start, in parts",
         "",
         *cold_parts(results),
@@ -320,6 +450,68 @@ that goes first alternates too, so drift on a shared machine hits both alike.
   CPU share Lambda grants at each memory size and priced with the cost model
   (`docs/cost.md`). Labelled as a projection wherever it appears.
 
+Each of this round's features is measured against its comparison in the same
+run, alternating (results.json names each method in a `*_method` key):
+
+- **Streaming** (`benchmarks/stream_bench.py`): the generator alone under
+  `make local`'s runner (`local.stack.LocalStack`: the project's runtime loop on
+  the Runtime API stand-in, which passes a streamed answer on piece by piece),
+  its Function URL in invoke mode `RESPONSE_STREAM`. A streamed
+  `POST /v1/completions` is sent with Python's `http.client` and its chunked
+  answer read line by line as it arrives: `llama.stream_first_byte_ms` is from
+  sending the request to the first server-sent event that carries a token,
+  `llama.stream_tokens_per_s` the token events after the first over the time
+  from the first to the last. llama-cpp-python's `Llama` streams the same
+  prompt with the same settings and threads in the bench process, timed the
+  same way (`llama.bare_first_token_ms`, `llama.bare_stream_tokens_per_s`);
+  ratios `llama.stream_vs_bare_first_token` and `llama.stream_vs_bare_tokens_per_s`.
+  HTTP on localhost: Lambda's network is not in it.
+- **Structured output**: streamed chat completions through the same URL, with
+  `response_format` holding a small JSON schema (`llama.json_schema` in
+  results.json) and without, same messages and `max_tokens`:
+  `llama.json_schema_tokens_per_s` against `llama.free_chat_tokens_per_s`, ratio
+  `llama.json_schema_vs_free_tokens_per_s`. The schema's open `story` string lets
+  the answer run on like free text; building the grammar falls in the first
+  token's time (`llama.json_schema_first_token_ms`), not in the speed.
+- **SnapStart** (`benchmarks/snapstart_bench.py`): each function twice under
+  `make local`'s runner, with SnapStart and a real checkpoint (CRIU 4.1.1 built
+  by `scripts/build-criu.sh`, root needed: `local.snapstart.CriuSnapshots`, as
+  `python -m local --snap-start KEY --checkpoint` runs it) and on demand. Each
+  round ends both current environments (SIGKILL, as Lambda ends an idle one)
+  and times one invoke on each by the bench's wall clock, from sending it to
+  its answer (one generated token, or one vector):
+  `<function>.restore_to_first_token_s` against `<function>.cold_first_token_s`,
+  ratio `<function>.restore_vs_cold_first_token`. `<function>.init_s` is the
+  SnapStart init (INIT_REPORT); the checkpoint's size and times are under
+  `<function>.snapstart`. A restored process's monotonic clock goes on from the
+  checkpoint, so no time is read inside it. Without CRIU the figures are null
+  and `<function>.snapstart_unavailable` says why. This is a process checkpoint
+  with the model's pages in the page cache, not Lambda's microVM snapshot,
+  whose restores also fetch the snapshot's pages.
+- **Metrics overhead** (`benchmarks/metrics_bench.py`): two copies of each
+  handler under the emulator, one with `POWERTOOLS_METRICS_DISABLED=true` (what
+  the stack sets for `metrics_enabled: false`): generation speed
+  (`llama.metrics_off_vs_on_tokens_per_s`) and one text's p50 latency
+  (`embeddings.metrics_off_vs_on_p50`), off over on.
+- **Bulk embedding** (`benchmarks/batch_bench.py`): in a worker process, the
+  batch function's entry point (`lambda_images/embeddings/batch.py`) with S3 as
+  moto's local server (AWS itself cannot run here), invoked with one batch of
+  cdk.json's `batch_embeddings_items_per_batch` JSON Lines records as the
+  Distributed Map passes it, writing its Parquet file to the moto bucket; the
+  online `handler.py` in the same process embeds the same texts (direct invokes
+  of 64). `batch.tokens_per_s_per_function` is the batch's tokens over the
+  handler's wall time, S3 writes included, `batch.vs_online_tokens_per_s` its
+  ratio to the online handler. `batch.usd_per_million_tokens_projected` prices a
+  million tokens of such records with the bulk client's estimate
+  (`client.embed_s3.project`, the batch function at cdk.json's
+  `batch_embeddings_memory_mb`) plus the client's count of Step Functions
+  transitions and S3 requests per batch, at `benchmarks/prices.json`'s prices:
+  a projection from this machine's speed.
+- **The 2,048 MB embeddings setting**: `embeddings.memory_settings` takes the
+  embeddings thread sweep's rows at the thread count each memory size gets on
+  Lambda (1 at 2,048 MB, 4 at 8,192 MB), capped by the bench machine's CPUs,
+  and prices each with the cost model; `docs/configuration.md` shows them.
+
 Every figure is a median over repeats with its spread; the raw values are in
 `benchmarks/results.json`.
 
@@ -337,7 +529,10 @@ Other flags: `--only llama|embeddings`, `--llama-memory-mb`, `--embeddings-memor
 (the memory the handler sizes its threads from), `--embeddings-backend onnx|torch`,
 `--repeats`, `--region` (prices for the projection), `--out` (write elsewhere).
 Run it on a quiet machine: a one-minute load average above half the CPU count
-before the run marks the results as taken on a busy machine.
+before the run marks the results as taken on a busy machine. The SnapStart
+figures need root and CRIU (`bash scripts/build-criu.sh`); without them the run
+goes on and records why they are missing. A full run takes about five minutes
+on 2 CPUs, `--quick` about two.
 """
 
 
@@ -379,6 +574,9 @@ def render_readme_block(results: dict[str, Any]) -> str:
         "",
         embeddings_threads_line(results),
         "",
+        *features_table(results),
+        "",
+        *_paragraphs(features_notes(results)),
         f"![Embeddings latency by batch size](benchmarks/charts/{LATENCY_CHART})",
         "",
         *projection_table(results, sorted(set(default_sizes) & {r["memory_mb"] for r in proj["rows"]})),
@@ -394,21 +592,78 @@ def render_readme_block(results: dict[str, Any]) -> str:
 
 def update_readme(readme: Path, block: str) -> bool:
     """Replace the text between the bench markers; True if the file changed."""
-    if not readme.is_file():
-        raise ReportError(f"{readme} does not exist")
-    text = readme.read_text()
-    start = text.find(START_MARKER)
-    end = text.find(END_MARKER)
+    return replace_block(readme, block, START_MARKER, END_MARKER, "the performance section")
+
+
+def replace_block(path: Path, block: str, start_marker: str, end_marker: str, where: str) -> bool:
+    """Replace ``start_marker`` ... ``end_marker`` (both included) by ``block``; True if the file changed."""
+    if not path.is_file():
+        raise ReportError(f"{path} does not exist")
+    text = path.read_text()
+    start = text.find(start_marker)
+    end = text.find(end_marker)
     if start < 0 or end < 0 or end < start:
         raise ReportError(
-            f"{readme} has no `{START_MARKER}` ... `{END_MARKER}` block: add both markers where the "
-            "performance section belongs, then run this again"
+            f"{path} has no `{start_marker}` ... `{end_marker}` block: add both markers where {where} "
+            "belongs, then run this again"
         )
-    updated = text[:start] + block + text[end + len(END_MARKER) :]
+    updated = text[:start] + block + text[end + len(end_marker) :]
     if updated == text:
         return False
-    readme.write_text(updated)
+    path.write_text(updated)
     return True
+
+
+def render_memory_block(results: dict[str, Any]) -> str:
+    """docs/configuration.md's figures for 2,048 MB against 8,192 MB (the embeddings function)."""
+    lines = [
+        MEMORY_START_MARKER,
+        "<!-- generated by `python -m benchmarks.report` from benchmarks/results.json; do not edit -->",
+        "",
+    ]
+    em = results.get("embeddings", {})
+    settings = em.get("memory_settings")
+    if not settings:
+        lines += [
+            "Not measured in the `benchmarks/results.json` this page was generated from (it predates the "
+            "embeddings thread sweep): `make bench` measures it and fills this in.",
+            "",
+            MEMORY_END_MARKER,
+        ]
+        return "\n".join(lines)
+    machine = results["machine"]
+    cpus = settings["visible_cpus"]
+    lines += [
+        f"Measured with {command_line(results)} on {machine['cpu_model']} ({cpus} CPUs), "
+        f"{machine['date'][:10]}, with `{em['model']}`, the model the bench ran (a deployed model with more "
+        "layers takes longer and costs more, in proportion): the bare ONNX Runtime pipeline at the thread "
+        f"count each memory size gets on Lambda, capped by this machine's {cpus} CPUs.",
+        "",
+        "| memory | CPU share | threads on Lambda | threads measured "
+        f"| {settings['query_tokens']}-token query, p50 (ms) "
+        f"| 32 texts of {settings['batch_text_tokens']} tokens, p50 (ms) "
+        "| tokens/s (32 texts) | USD per million tokens |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in settings["rows"]:
+        capped = f" (capped: {cpus} CPUs here)" if row["capped"] else ""
+        lines.append(
+            f"| {row['memory_mb']:,} MB | {num(row['cpu_share'], 2)} vCPU | {row['lambda_threads']} "
+            f"| {row['threads_measured']}{capped} | {num(row['query_p50_ms'])} "
+            f"| {num(row['batch32_p50_ms'])} "
+            f"| {num(row['batch32_tokens_per_s'], 0)} | {usd(row['usd_per_million_tokens'])} |"
+        )
+    lines += [
+        "",
+        "USD per million tokens: the cost model's compute price of that memory size "
+        f"({settings['architecture']}, {settings['region']}, prices checked {settings['prices_checked']}) "
+        "for the time the 32-text batch took here; request fees left out. A capped row ran fewer threads "
+        "than Lambda would give it, so on Lambda its times would be shorter than shown. Method: "
+        "[docs/performance.md](performance.md).",
+        "",
+        MEMORY_END_MARKER,
+    ]
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------ charts
@@ -518,9 +773,15 @@ def _wrap(text: str, width: int) -> str:
 
 
 def write_all(
-    results: dict[str, Any], out_dir: Path, *, performance_doc: Path | None, readme: Path | None
+    results: dict[str, Any],
+    out_dir: Path,
+    *,
+    performance_doc: Path | None,
+    readme: Path | None,
+    configuration_doc: Path | None = None,
 ) -> list[Path]:
-    """results.md and charts in ``out_dir``; docs/performance.md and the README block if asked."""
+    """results.md and charts in ``out_dir``; docs/performance.md, the README block and
+    docs/configuration.md's embeddings-memory block if asked."""
     written = [out_dir / "results.md"]
     written[0].write_text(render_results_md(results))
     written += charts(results, out_dir / "charts")
@@ -528,6 +789,14 @@ def write_all(
         performance_doc.parent.mkdir(parents=True, exist_ok=True)
         performance_doc.write_text(render_performance_doc(results))
         written.append(performance_doc)
+    if configuration_doc is not None and replace_block(
+        configuration_doc,
+        render_memory_block(results),
+        MEMORY_START_MARKER,
+        MEMORY_END_MARKER,
+        "the figures of the 2,048 MB embeddings setting",
+    ):
+        written.append(configuration_doc)
     if readme is not None and update_readme(readme, render_readme_block(results)):
         written.append(readme)
     return written
@@ -550,6 +819,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             out_dir,
             performance_doc=PERFORMANCE_DOC if publish else None,
             readme=args.readme_path if args.readme else None,
+            configuration_doc=CONFIGURATION_DOC if publish else None,
         )
     except (ReportError, KeyError) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)

@@ -1,6 +1,9 @@
 """`make bench` in quick mode, for real: both handlers under the real Runtime Interface
-Emulator and the bare libraries, on the embedded models. No timing is asserted
-(the machine is shared); only that the run completes and reports everything.
+Emulator and the bare libraries, on the embedded models; the generator streaming through
+`make local`'s Function URL front; both functions checkpointed and restored by CRIU where
+it can run (root and scripts/build-criu.sh); the bulk-embedding function with S3 as moto's
+server (AWS itself cannot exist here). No timing is asserted (the machine is shared); only
+that the run completes and reports everything.
 """
 
 from __future__ import annotations
@@ -40,13 +43,62 @@ REQUIRED = (
     "machine.libraries.onnxruntime",
     "machine.date",
     "projection.assumption",
+    # streaming through the Function URL front, against the bare library streaming
+    "llama.stream_first_byte_ms",
+    "llama.stream_tokens_per_s",
+    "llama.bare_first_token_ms",
+    "llama.bare_stream_tokens_per_s",
+    "llama.stream_vs_bare_first_token",
+    "llama.stream_vs_bare_tokens_per_s",
+    "llama.stream_method",
+    # structured output against free generation
+    "llama.json_schema_tokens_per_s",
+    "llama.free_chat_tokens_per_s",
+    "llama.json_schema_vs_free_tokens_per_s",
+    "llama.json_schema_method",
+    # metrics off against on
+    "llama.metrics_off_vs_on_tokens_per_s",
+    "embeddings.metrics_off_vs_on_p50",
+    "llama.metrics_method",
+    "embeddings.metrics_method",
+    # bulk embedding against the online handler, and its price
+    "batch.tokens_per_s_per_function",
+    "batch.vs_online_tokens_per_s",
+    "batch.usd_per_million_tokens_projected",
+    "batch.method",
+    "batch.cost_method",
+    # the cheaper embeddings setting
+    "embeddings.memory_settings.rows",
+    # SnapStart's idle cost
+    "cost.snapstart_idle_usd_per_month.llama",
+    "cost.snapstart_idle_usd_per_month.embeddings",
 )
+SNAPSTART = tuple(
+    f"{function}.{key}"
+    for function in ("llama", "embeddings")
+    for key in ("init_s", "restore_to_first_token_s", "cold_first_token_s", "restore_vs_cold_first_token")
+)
+"""Real values where CRIU can run (root, scripts/build-criu.sh); else null, with the reason beside them."""
+
+
+def published() -> list[str]:
+    """The generated parts of the published pages (other text in them may change meanwhile)."""
+
+    def between(path: Path, start: str, end: str) -> str:
+        text = path.read_text()
+        return text[text.index(start) : text.index(end)]
+
+    return [
+        between(ROOT / "README.md", report.START_MARKER, report.END_MARKER),
+        between(report.CONFIGURATION_DOC, report.MEMORY_START_MARKER, report.MEMORY_END_MARKER),
+        report.PERFORMANCE_DOC.read_text(),
+    ]
 
 
 @pytest.mark.slow
 def test_quick_bench_writes_every_required_result(tmp_path: Path) -> None:
     # Given the embedded models and an output folder outside benchmarks/
-    readme_before = (ROOT / "README.md").read_text() if (ROOT / "README.md").is_file() else None
+    before = published()
 
     # When `python -m benchmarks --quick` runs
     done = subprocess.run(
@@ -61,6 +113,8 @@ def test_quick_bench_writes_every_required_result(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-4000:]
     assert "llama: cold start 1/1 handler" in done.stderr
     assert "embeddings: batch sweep 1/1 done" in done.stderr
+    assert "llama: stream 1/1" in done.stderr
+    assert "batch: round 1/1" in done.stderr
     # and results.json holds every required key with a real value
     results = json.loads((tmp_path / "results.json").read_text())
     for key in REQUIRED:
@@ -71,10 +125,26 @@ def test_quick_bench_writes_every_required_result(tmp_path: Path) -> None:
     assert results["embeddings"]["tokens_per_s"] > 0
     assert results["llama"]["handler_logged_threads"] == results["llama"]["threads"]
     assert results["embeddings"]["handler_logged_threads"] == results["embeddings"]["threads"]
+    # and the streamed generator ran the bench's thread count, and streamed more than one token
+    assert results["llama"]["stream_logged_threads"] == results["llama"]["threads"]
+    assert results["llama"]["stream_tokens"] > 1
+    assert results["batch"]["tokens"] > 0
+    assert [row["memory_mb"] for row in results["embeddings"]["memory_settings"]["rows"]] == [2048, 8192]
+    # and SnapStart came from a real checkpoint where CRIU can run, else says why not
+    from local import checkpoint
+
+    criu, why = checkpoint.available()
+    for key in SNAPSTART:
+        value = report.lookup(results, key)
+        if criu:
+            assert value is not None, key
+            assert value > 0, key
+        else:
+            assert value is None, key
+            assert why in report.lookup(results, key.split(".")[0] + ".snapstart_unavailable")
     # and the Markdown table and both charts are written beside it
     assert "Benchmark results" in (tmp_path / "results.md").read_text()
     for chart in (report.LATENCY_CHART, report.COST_CHART):
         assert (tmp_path / "charts" / chart).read_bytes()[:4] == b"\x89PNG"
     # and nothing published was touched by a run elsewhere
-    readme_after = (ROOT / "README.md").read_text() if (ROOT / "README.md").is_file() else None
-    assert readme_after == readme_before
+    assert published() == before

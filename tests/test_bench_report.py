@@ -16,8 +16,19 @@ from typing import Any
 import pytest
 
 from benchmarks import __main__ as bench
-from benchmarks import embeddings_bench, llama_bench, report
+from benchmarks import (
+    batch_bench,
+    embeddings_bench,
+    llama_bench,
+    metrics_bench,
+    report,
+    snapstart_bench,
+    stream_bench,
+)
 from benchmarks.machine import describe
+from benchmarks.memory_settings import memory_settings
+from benchmarks.prices import load_prices
+from benchmarks.projection import lambda_threads, usd_per_million
 from benchmarks.stats import summarize
 
 
@@ -108,6 +119,7 @@ def _measurements(seed: int) -> dict[str, Any]:
         jitter(3000),
         {"threads": 1, "max_input_length": 256},
     )
+    _features(llama, embeddings, jitter)
     results: dict[str, Any] = {
         "schema": 1,
         "command": "python -m benchmarks",
@@ -115,10 +127,79 @@ def _measurements(seed: int) -> dict[str, Any]:
         "machine": describe(),
         "llama": llama,
         "embeddings": embeddings,
+        "batch": batch_bench.summarise(
+            {
+                "records": 500,
+                "tokens": 27_000,
+                "batch_s": [jitter(3.4) for _ in range(5)],
+                "online_s": [jitter(3.3) for _ in range(5)],
+            },
+            "org/model",
+            "onnx",
+            batch_bench.BatchSettings(memory_mb=2048, architecture="x86_64", items_per_batch=500),
+            1,
+            "us-east-1",
+        ),
         "busy": {"load_before": [0.1, 0.2, 0.3], "load_after": [0.4, 0.3, 0.3]},
     }
     results["projection"] = bench.projection(results, "us-east-1")
     return results
+
+
+def _features(llama: dict[str, Any], embeddings: dict[str, Any], jitter: Any) -> None:
+    """This round's measurements, through their own summarizers, added to the two functions' blocks."""
+
+    def streamed(first_ms: float, rate: float, events: int = 128) -> stream_bench.Streamed:
+        return stream_bench.Streamed(jitter(first_ms), events, (events - 1) / jitter(rate), events, "{}")
+
+    llama.update(
+        stream_bench.summarise(
+            {
+                "stream": [streamed(80, 130) for _ in range(5)],
+                "bare": [streamed(70, 135) for _ in range(5)],
+            },
+            {
+                "json_schema": [streamed(95, 125) for _ in range(5)],
+                "free": [streamed(85, 128) for _ in range(5)],
+            },
+            1,
+            1,
+        )
+    )
+    llama.update(
+        metrics_bench.summarise_llama(
+            {"on": [jitter(130) for _ in range(5)], "off": [jitter(131) for _ in range(5)]}
+        )
+    )
+    embeddings.update(
+        metrics_bench.summarise_embeddings(
+            {"on": [jitter(40) for _ in range(30)], "off": [jitter(40) for _ in range(30)]}
+        )
+    )
+    for block, init_ms, restore_s, cold_s in ((llama, 880, 0.3, 0.9), (embeddings, 700, 0.12, 0.7)):
+        block.update(
+            snapstart_bench.summarise(
+                "function",
+                jitter(init_ms),
+                [jitter(restore_s) for _ in range(3)],
+                [jitter(cold_s) for _ in range(3)],
+                [jitter(150) for _ in range(3)],
+                [jitter(650) for _ in range(3)],
+                [jitter(0.1) for _ in range(3)],
+                None,
+            )
+        )
+    sweep = [
+        {
+            "threads": t,
+            "query_ms": summarize([jitter(9 / t) for _ in range(5)]),
+            "batch32_ms": summarize([jitter(500 / t) for _ in range(5)]),
+            "batch32_tokens_per_s": jitter(8000 * t),
+        }
+        for t in (1, 2)
+    ]
+    embeddings.update(embeddings_bench.sweep_summary(sweep, 1))
+    embeddings["memory_settings"] = memory_settings(embeddings, region="us-east-1")
 
 
 @pytest.fixture
@@ -280,3 +361,174 @@ def test_busy_machine_is_flagged() -> None:
     # Then the results carry a warning; a quiet machine gets none
     assert "busy" in note["warning"]
     assert "warning" not in bench.busy_note([0.2, 0.1, 0.1], [0.3, 0.2, 0.1], cpus=2)
+
+
+# ------------------------------------------------------------------ this round's features
+
+
+def test_readme_block_shows_streaming_snapstart_structured_output_and_bulk_figures(
+    results: dict[str, Any],
+) -> None:
+    # Given results.json with this round's measurements
+    # When the README block is rendered
+    block = report.render_readme_block(results)
+
+    # Then each figure appears as results.json has it, beside its comparison
+    for key, digits in (
+        ("llama.stream_first_byte_ms", 1),
+        ("llama.bare_first_token_ms", 1),
+        ("llama.stream_tokens_per_s", 1),
+        ("llama.restore_to_first_token_s", 3),
+        ("llama.cold_first_token_s", 3),
+        ("embeddings.restore_to_first_token_s", 3),
+        ("llama.json_schema_tokens_per_s", 1),
+        ("llama.free_chat_tokens_per_s", 1),
+        ("batch.tokens_per_s_per_function", 0),
+        ("batch.online_tokens_per_s", 0),
+    ):
+        assert report.num(report.lookup(results, key), digits) in block, key
+    for key in (
+        "llama.stream_vs_bare_first_token",
+        "llama.restore_vs_cold_first_token",
+        "llama.json_schema_vs_free_tokens_per_s",
+        "batch.vs_online_tokens_per_s",
+        "llama.metrics_off_vs_on_tokens_per_s",
+        "embeddings.metrics_off_vs_on_p50",
+    ):
+        assert report.ratio(report.lookup(results, key)) in block, key
+    # and the bulk price is marked as projected, with what it rests on
+    price = report.usd(results["batch"]["usd_per_million_tokens_projected"])
+    row = next(line for line in block.splitlines() if price in line)
+    assert "(projected)" in row
+    assert "Step Functions transitions" in block
+
+
+def test_an_older_results_json_without_this_rounds_keys_still_renders(results: dict[str, Any]) -> None:
+    # Given results.json from a run before streaming, SnapStart, metrics, bulk and the memory settings
+    old = copy.deepcopy(results)
+    del old["batch"]
+    for block in (old["llama"], old["embeddings"]):
+        for key in [k for k in block if k.startswith(("stream", "json_schema", "free_chat", "metrics"))]:
+            del block[key]
+        for key in (
+            "init_s",
+            "restore_to_first_token_s",
+            "cold_first_token_s",
+            "restore_vs_cold_first_token",
+        ):
+            del block[key]
+    del old["embeddings"]["memory_settings"]
+
+    # When it is rendered
+    block = report.render_readme_block(old)
+    memory = report.render_memory_block(old)
+
+    # Then the new rows are absent or say they are not in it, and nothing fails
+    assert "Function URL" not in block
+    assert "not in this results.json" in block
+    assert "Bulk embedding" not in block
+    assert "Not measured" in memory
+
+
+def test_snapstart_without_criu_shows_why(results: dict[str, Any]) -> None:
+    # Given a run where CRIU could not run
+    results["llama"].update(snapstart_bench.unavailable("llama", "CRIU needs root to dump and restore"))
+
+    # Then the row says so instead of a figure, and the keys are null rather than missing
+    row = next(line for line in report.features_table(results) if "Generator SnapStart" in line)
+    assert "not measured" in row
+    assert "CRIU needs root" in row
+    assert results["llama"]["restore_to_first_token_s"] is None
+
+
+def test_memory_settings_take_the_sweep_row_of_each_sizes_threads(results: dict[str, Any]) -> None:
+    # Given the embeddings thread sweep measured at 1 and 2 threads on a 2-CPU machine
+    em = results["embeddings"]
+    sweep = {row["threads"]: row for row in em["thread_sweep"]}
+
+    # When the memory settings are computed
+    rows = {row["memory_mb"]: row for row in em["memory_settings"]["rows"]}
+
+    # Then 2,048 MB takes Lambda's 1 thread, 8,192 MB Lambda's 4 capped at this machine's 2
+    assert lambda_threads(2048) == rows[2048]["lambda_threads"] == rows[2048]["threads_measured"] == 1
+    assert lambda_threads(8192) == rows[8192]["lambda_threads"] == 4
+    assert rows[8192]["threads_measured"] == 2
+    assert rows[8192]["capped"]
+    assert not rows[2048]["capped"]
+    for memory, row in rows.items():
+        measured = sweep[row["threads_measured"]]
+        assert row["query_p50_ms"] == measured["query_ms"]["median"]
+        assert row["batch32_p50_ms"] == measured["batch32_ms"]["median"]
+        # and each price is the cost model's, at that memory size and the measured speed
+        expected = usd_per_million(
+            memory, measured["batch32_tokens_per_s"], load_prices(), region="us-east-1", arch="x86_64"
+        )
+        assert row["usd_per_million_tokens"] == float(expected)
+    # and without a sweep there is nothing to show
+    assert memory_settings({"thread_sweep": []}, region="us-east-1") is None
+
+
+def test_memory_block_goes_between_its_markers_in_the_configuration_doc(
+    results: dict[str, Any], tmp_path: Path
+) -> None:
+    # Given a configuration page with the block's markers
+    doc = tmp_path / "configuration.md"
+    doc.write_text(
+        f"## A cheaper embeddings function\n\ntext\n\n{report.MEMORY_START_MARKER}\n"
+        f"{report.MEMORY_END_MARKER}\n\n## Next\n"
+    )
+
+    # When the report writes it
+    assert report.replace_block(
+        doc, report.render_memory_block(results), report.MEMORY_START_MARKER, report.MEMORY_END_MARKER, "x"
+    )
+
+    # Then the figures stand between the markers, and the rest is untouched
+    text = doc.read_text()
+    assert text.startswith("## A cheaper embeddings function\n\ntext\n\n" + report.MEMORY_START_MARKER)
+    assert text.endswith(report.MEMORY_END_MARKER + "\n\n## Next\n")
+    rows = results["embeddings"]["memory_settings"]["rows"]
+    for row in rows:
+        assert report.usd(row["usd_per_million_tokens"]) in text
+        assert report.num(row["batch32_p50_ms"]) in text
+    assert "capped: 2 CPUs here" in text
+    # and a page without the markers is an error that names them
+    bare = tmp_path / "other.md"
+    bare.write_text("# Other\n")
+    with pytest.raises(report.ReportError, match="embeddings-memory:start"):
+        report.replace_block(
+            bare,
+            report.render_memory_block(results),
+            report.MEMORY_START_MARKER,
+            report.MEMORY_END_MARKER,
+            "x",
+        )
+
+
+def test_the_configuration_doc_has_the_generated_block() -> None:
+    # Given docs/configuration.md as committed
+    text = report.CONFIGURATION_DOC.read_text()
+
+    # Then its 2,048 MB section holds the block the report writes, once
+    assert text.count(report.MEMORY_START_MARKER) == 1
+    assert text.count(report.MEMORY_END_MARKER) == 1
+    section = text[text.index("## A cheaper embeddings function") :]
+    assert section.index(report.MEMORY_START_MARKER) < section.index("## SnapStart")
+
+
+def test_bulk_price_adds_step_functions_and_s3_to_the_compute() -> None:
+    # Given the batch function's speed and cdk.json-like settings
+    settings = batch_bench.BatchSettings(memory_mb=2048, architecture="x86_64", items_per_batch=500)
+
+    # When a million tokens are priced as the bulk client estimates a run
+    priced, method = batch_bench.projected_usd_per_million(8000.0, 55.0, settings, "us-east-1")
+
+    # Then it costs more than the compute alone (request fees, transitions, S3 requests)
+    compute = usd_per_million(2048, 8000.0, load_prices(), region="us-east-1", arch="x86_64")
+    assert priced is not None
+    assert priced > float(compute)
+    assert "Step Functions" in method
+    # and a region without Step Functions or S3 prices gives no figure, saying why
+    missing, why = batch_bench.projected_usd_per_million(8000.0, 55.0, settings, "eu-central-1")
+    assert missing is None
+    assert "eu-central-1" in why
