@@ -18,8 +18,9 @@ the first request. Every time is read by the runner's clock: a restored copy's
 monotonic clock goes on from the checkpoint (docs/snapstart-local.md), so no
 figure is taken from inside it.
 
-Without CRIU (not root, not built, ``criu check`` failing) the figures are
-None and ``snapstart_unavailable`` says why.
+Without CRIU (not root, not built, ``criu check`` failing), or when the
+checkpoint run fails, the figures are None and ``snapstart_unavailable`` says
+why; the rest of the bench goes on.
 """
 
 from __future__ import annotations
@@ -57,13 +58,13 @@ def unavailable_reason() -> str | None:
 
 
 def unavailable(key: str, reason: str) -> dict[str, Any]:
-    """The keys a run without CRIU records: None figures and the reason."""
+    """The keys a run without a checkpoint records: None figures and the reason."""
     return {
         "init_s": None,
         "restore_to_first_token_s": None,
         "cold_first_token_s": None,
         "restore_vs_cold_first_token": None,
-        "snapstart_unavailable": f"{key}: no real checkpoint here: {reason}",
+        "snapstart_unavailable": f"{key}: no real checkpoint: {reason}",
         "snapstart_method": METHOD,
     }
 
@@ -152,6 +153,24 @@ def run(
     if reason is not None:
         progress(f"{key}: SnapStart not measured: {reason}")
         return unavailable(key, reason)
+    try:
+        return _measure(key, model, environment, payload, repeats=repeats, log_dir=log_dir, progress=progress)
+    except Exception as exc:  # the rest of the bench is still worth having: say what failed, loudly
+        reason = f"the checkpoint/restore run failed: {type(exc).__name__}: {exc} (logs in {log_dir})"
+        progress(f"{key}: SnapStart not measured: {reason}")
+        return unavailable(key, reason)
+
+
+def _measure(
+    key: str,
+    model: dict[str, Any],
+    environment: dict[str, str],
+    payload: Callable[[int], dict[str, Any]],
+    *,
+    repeats: int,
+    log_dir: Path,
+    progress: Progress,
+) -> dict[str, Any]:
     from local.snapstart import CriuSnapshots
 
     made: list[CriuSnapshots] = []

@@ -532,3 +532,26 @@ def test_bulk_price_adds_step_functions_and_s3_to_the_compute() -> None:
     missing, why = batch_bench.projected_usd_per_million(8000.0, 55.0, settings, "eu-central-1")
     assert missing is None
     assert "eu-central-1" in why
+
+
+def test_a_failed_checkpoint_run_is_recorded_not_fatal(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Given a machine where CRIU is available but the checkpoint run fails part-way
+    def broken(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise RuntimeError("criu dump: Dumping FAILED")
+
+    monkeypatch.setattr(snapstart_bench, "unavailable_reason", lambda: None)
+    monkeypatch.setattr(snapstart_bench, "_measure", broken)
+    said: list[str] = []
+
+    # When the SnapStart measurement runs
+    out = snapstart_bench.run(
+        "llama", {}, {}, lambda n: {}, repeats=1, log_dir=tmp_path, progress=said.append
+    )
+
+    # Then its figures are null, the reason is recorded and said, and nothing is raised
+    assert out["restore_to_first_token_s"] is None
+    assert out["restore_vs_cold_first_token"] is None
+    assert "Dumping FAILED" in out["snapstart_unavailable"]
+    assert any("SnapStart not measured" in line for line in said)
