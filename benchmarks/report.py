@@ -531,8 +531,8 @@ Other flags: `--only llama|embeddings`, `--llama-memory-mb`, `--embeddings-memor
 Run it on a quiet machine: a one-minute load average above half the CPU count
 before the run marks the results as taken on a busy machine. The SnapStart
 figures need root and CRIU (`bash scripts/build-criu.sh`); without them the run
-goes on and records why they are missing. A full run takes about five minutes
-on 2 CPUs, `--quick` about two.
+goes on and records why they are missing. On a quiet 2-CPU machine a full run
+takes about four minutes, `--quick` under one.
 """
 
 
