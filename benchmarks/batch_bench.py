@@ -281,7 +281,6 @@ def projected_usd_per_million(
     tokens_per_s: float, tokens_per_record: float, settings: BatchSettings, region: str
 ) -> tuple[float | None, str]:
     """USD per million tokens of a bulk run, as ``python -m client embed-s3`` estimates and prices one."""
-    from benchmarks.prices import load_prices
     from client.embed_s3 import (
         CHARS_PER_TOKEN,
         RUN_TRANSITIONS,
@@ -301,9 +300,6 @@ def projected_usd_per_million(
         run_transitions=RUN_TRANSITIONS,
         s3=S3_REQUESTS_PER_BATCH,
     )
-    runs = load_prices().batch_runs.get(region)
-    if runs is None:
-        return None, method + f" Not priced: prices.json has no Step Functions or S3 price for {region}."
     # A corpus of a million tokens in records like the bench's, as a sample the client's estimate reads.
     records = math.ceil(1_000_000 / tokens_per_record)
     chars = round(records * (tokens_per_record - 2) * CHARS_PER_TOKEN)  # the client adds [CLS] and [SEP]
@@ -317,10 +313,9 @@ def projected_usd_per_million(
         region=region,
         architecture=settings.architecture,
     )
-    transitions = run.batches * TRANSITIONS_PER_BATCH + RUN_TRANSITIONS
-    requests = run.batches * S3_REQUESTS_PER_BATCH
-    total = run.cost + transitions * runs.state_transition + requests * runs.s3_request
-    return float(total / Decimal(run.tokens) * 1_000_000), method
+    if run.overheads is None:
+        return None, method + f" Not priced: prices.json has no Step Functions or S3 price for {region}."
+    return float(run.total / Decimal(run.tokens) * 1_000_000), method
 
 
 def run(

@@ -370,22 +370,50 @@ S3_REQUESTS_PER_BATCH = 2
 """One LIST (already written?) and one PUT (the vectors) per batch."""
 
 
+@dataclass(frozen=True)
+class RunOverheads:
+    """What a run costs besides the batch function: Step Functions transitions and S3 requests."""
+
+    batches: int
+    transitions: int
+    s3_requests: int
+    transitions_usd: Decimal
+    s3_usd: Decimal
+
+    @property
+    def total(self) -> Decimal:
+        return self.transitions_usd + self.s3_usd
+
+    def describe(self) -> str:
+        return (
+            f"{usd(self.transitions_usd)} for {self.transitions:,} Step Functions state transitions and "
+            f"{usd(self.s3_usd)} for {self.s3_requests:,} S3 requests "
+            f"(estimated from the {self.batches:,} batches)"
+        )
+
+
+def run_overheads(batches: int, region: str) -> RunOverheads | None:
+    """The run's transitions and S3 requests, priced; None where prices.json has no price for the region."""
+    prices = load_prices().batch_runs.get(region)
+    if prices is None:
+        return None
+    transitions = batches * TRANSITIONS_PER_BATCH + RUN_TRANSITIONS
+    requests = batches * S3_REQUESTS_PER_BATCH
+    return RunOverheads(
+        batches, transitions, requests, transitions * prices.state_transition, requests * prices.s3_request
+    )
+
+
 def cost_lines(cost: LogCost, tokens: int, batches: int = 0) -> list[str]:
     lines = [
         f"cost:     {usd(cost.total)} for {len(cost.records):,} invocations of the batch function "
         f"({cost.gb_seconds:.1f} GB-s at {usd(cost.rate.gb_second)} per GB-s, from their REPORT records)",
     ]
     total = cost.total
-    prices = load_prices().batch_runs.get(cost.rate.region)
-    if prices is not None and batches:
-        transitions = batches * TRANSITIONS_PER_BATCH + RUN_TRANSITIONS
-        requests = batches * S3_REQUESTS_PER_BATCH
-        steps, s3 = transitions * prices.state_transition, requests * prices.s3_request
-        total += steps + s3
-        lines.append(
-            f"          + about {usd(steps)} for {transitions:,} Step Functions state transitions and "
-            f"{usd(s3)} for {requests:,} S3 requests (estimated from the {batches:,} batches) = {usd(total)}"
-        )
+    overheads = run_overheads(batches, cost.rate.region) if batches else None
+    if overheads is not None:
+        total += overheads.total
+        lines.append(f"          + about {overheads.describe()} = {usd(total)}")
     else:
         lines.append(
             "          not included: Step Functions state transitions and S3 requests "
@@ -485,6 +513,13 @@ class Projection:
     batches: int
     duration_s: float
     cost: Decimal
+    """The batch function's compute and requests."""
+    overheads: RunOverheads | None = None
+    """Step Functions and S3, when prices.json has the region's prices."""
+
+    @property
+    def total(self) -> Decimal:
+        return self.cost + (self.overheads.total if self.overheads is not None else Decimal(0))
 
     def lines(self, throughput: Throughput, memory_mb: int, concurrency: int) -> list[str]:
         return [
@@ -494,8 +529,13 @@ class Projection:
             f"speed:    {throughput.tokens_per_s:,.0f} tokens/s per function, from {throughput.source}",
             f"duration: about {_duration(self.duration_s)} with {concurrency} functions at once "
             f"({self.batches:,} batches), cold starts and Step Functions' own pace not included",
-            f"cost:     about {usd(self.cost)} for the batch function at {memory_mb} MB "
-            "(projection, not a bill; Step Functions transitions and S3 requests not included)",
+            f"cost:     about {usd(self.total)} (projection, not a bill): {usd(self.cost)} for the batch "
+            f"function at {memory_mb} MB + "
+            + (
+                f"about {self.overheads.describe()}"
+                if self.overheads is not None
+                else "Step Functions transitions and S3 requests, not priced here (no prices for the region)"
+            ),
         ]
 
 
@@ -532,6 +572,7 @@ def project(
         batches=batches,
         duration_s=waves * float(per_batch_ms) / 1000,
         cost=cost.total,
+        overheads=run_overheads(batches, region),
     )
 
 

@@ -197,9 +197,15 @@ def test_the_estimate_comes_from_a_sample_and_a_named_throughput(moto: dict[str,
     assert projection.duration_s == pytest.approx(
         2 * tokens_per_batch / 5000
     )  # 7 batches, 4 at once: 2 waves
+    # and Step Functions and S3 are priced on top: 7 x 2 + 5 transitions, 7 x 2 requests (us-east-1)
+    assert projection.overheads is not None
+    assert (projection.overheads.transitions, projection.overheads.s3_requests) == (19, 14)
+    assert projection.overheads.total == 19 * Decimal("0.000025") + 14 * Decimal("0.000005")
+    assert projection.total == expected + projection.overheads.total
     text = "\n".join(projection.lines(throughput, 2048, 4))
     assert "from a test figure" in text
     assert "projection, not a bill" in text
+    assert "19 Step Functions state transitions" in text
 
 
 def test_the_default_throughput_names_its_source(tmp_path: Path) -> None:
