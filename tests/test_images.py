@@ -3,8 +3,11 @@
 Everything is real: the CDK CLI synthesizes the app (with the context a user
 with local models passes), podman builds each Docker image asset from the
 synthesized asset manifest, and the images run under the real Lambda Runtime
-Interface Emulator with Lambda's limits (see tests/images/). Only what cannot
-exist here is replaced: the base image (a Debian-built stand-in through the
+Interface Emulator with Lambda's limits (see tests/images/); the generator's
+streamed answers, which the emulator buffers, are read piece by piece from
+the image's ENTRYPOINT run against local.runtime_api's Runtime API stand-in
+(tests/images/run.py, ImageRuntimeLauncher). Only what cannot exist here is
+replaced: the base image (a Debian-built stand-in through the
 BASE_IMAGE build argument), the Hugging Face Hub (local model paths) and
 download.pytorch.org (a local index of the same torch wheel). Nothing of AWS
 is used or mocked: the functions run without AWS credentials.
@@ -16,7 +19,9 @@ podman's layer cache. Build logs land in .cache/images/logs/.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import json
 import math
 from collections.abc import Iterator
@@ -26,6 +31,9 @@ from typing import Any
 import pytest
 
 from local.models import EMBEDDINGS_MODEL_ID
+from local.rie import FunctionSpec
+from local.runtime_api import HTTP_INTEGRATION, Done, Head, LocalFunction
+from local.url_front import PRELUDE_DELIMITER, parse_prelude
 from tests.conftest import function_url_event
 from tests.images.assets import CloudAssembly, ImageAsset, synthesize
 from tests.images.base import ensure_base_image
@@ -42,7 +50,14 @@ from tests.images.build import (
 from tests.images.cdk_cli import cdk_build_command
 from tests.images.podman import CACHE, podman
 from tests.images.report import image_report, render
-from tests.images.run import LAMBDA_USER, LambdaContainer, cpu_share, run_under_qemu
+from tests.images.run import (
+    LAMBDA_USER,
+    ImageRuntimeLauncher,
+    LambdaContainer,
+    cpu_share,
+    image_command,
+    run_under_qemu,
+)
 
 pytestmark = [pytest.mark.images, pytest.mark.slow]
 
@@ -118,11 +133,44 @@ def embeddings_container(embeddings_build: BuildResult, assembly: CloudAssembly)
     yield from _container(embeddings_build, assembly)
 
 
+@pytest.fixture(scope="module")
+def llama_on_runtime_api(
+    llama_build: BuildResult, assembly: CloudAssembly, workdir: Path
+) -> Iterator[LocalFunction]:
+    """The generator image's ENTRYPOINT on local.runtime_api's Runtime API, which passes a stream on."""
+    function = assembly.function_for(llama_build.asset)
+    spec = FunctionSpec(
+        name="llama",
+        code_dir=llama_build.asset.directory / "llama",  # its Dockerfile names the runtime module
+        memory_mb=function.memory_mb,
+        timeout_s=function.timeout_s,
+        handler=image_command(llama_build.tag, function)[-1],
+    )
+    with (
+        ImageRuntimeLauncher(
+            llama_build.tag, function, name="lambda-llm-llama-stream", directory=workdir
+        ) as launcher,
+        LocalFunction(spec, log_path=LOGS / "llama-stream-run.log", python=str(launcher.path)) as running,
+    ):
+        yield running
+
+
 def url_invoke(container: LambdaContainer, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    """Send a Function URL event; return the HTTP status and the decoded JSON body it describes."""
+    """Send a Function URL event; return the HTTP status and the decoded JSON body it describes.
+
+    A function whose URL streams (FUNCTION_URL_INVOKE_MODE=RESPONSE_STREAM) frames every URL
+    answer as Lambda's HTTP integration expects (JSON prelude, eight NULs, body); the emulator
+    returns that stream whole, and it is read here as the Function URL would read it.
+    """
     event = function_url_event(method, path, None if body is None else json.dumps(body))
     result = container.invoke(event)
     assert result.status == 200, result.body
+    if container.function.environment.get("FUNCTION_URL_INVOKE_MODE") == "RESPONSE_STREAM":
+        raw, found, payload = result.body.partition(PRELUDE_DELIMITER)
+        assert found, result.body[:500]
+        prelude = parse_prelude(raw)
+        assert not isinstance(prelude, str), prelude
+        return prelude[0], json.loads(payload)
     response = result.json()
     return response["statusCode"], json.loads(response["body"])
 
@@ -213,11 +261,58 @@ def test_image_holds_the_runtime_and_model_but_nothing_for_building(
     tools_and_dirs, model_files = probe.stdout.split("MODEL")
     assert tools_and_dirs.split() == [], probe.stdout
     assert model_files.split(), probe.stdout
+    # with where the model came from (provenance.json), for the onnx backend beside the export
     if name == "llama":
-        assert model_files.split() == ["model.gguf", "provenance.json"]
+        assert model_files.split() == ["model.gguf", "provenance.json"], probe.stdout
+    else:
+        assert build.asset.build_args["BACKEND"] == "onnx"
+        assert model_files.split() == [
+            "embedding_manifest.json", "model.onnx", "model.onnx.data", "provenance.json", "tokenizer.json"
+        ], probe.stdout  # fmt: skip
 
 
 # ------------------------------------------------------------------ run as Lambda runs it
+
+
+@pytest.mark.parametrize("name", ["llama", "embeddings"])
+def test_image_runs_the_projects_runtime_loop(
+    name: str, assembly: CloudAssembly, request: pytest.FixtureRequest
+) -> None:
+    # Given a built image and the function the app declares for it
+    build: BuildResult = request.getfixturevalue(f"{name}_build")
+    function = assembly.function_for(build.asset)
+
+    # When what Lambda runs is read, and the image's Python is asked for AWS's runtime client
+    command = image_command(build.tag, function)
+    config = json.loads(podman("image", "inspect", "--format", "{{json .Config}}", build.tag).stdout)
+    script = "import importlib.util as u; print(u.find_spec('awslambdaric') is None)"
+    probe = podman("run", "--rm", "--network", "none", "--entrypoint", "/opt/venv/bin/python", build.tag,
+                   "-c", script)  # fmt: skip
+
+    # Then it is the project's streaming runtime loop with the handler, not awslambdaric,
+    # and ONNX Runtime's telemetry (a file lock under HOME) is off in the embeddings image
+    assert command == ["/opt/venv/bin/python", "-m", "lambda_common.lambda_runtime", "handler.lambda_handler"]
+    assert probe.stdout.strip() == "True", probe.stdout
+    if name == "embeddings":
+        assert "ORT_DISABLE_TELEMETRY=1" in config["Env"]
+
+
+@pytest.mark.parametrize("name", ["llama", "embeddings"])
+def test_image_can_trace_with_xray_when_tracing_is_on(name: str, request: pytest.FixtureRequest) -> None:
+    # Given a built image (tracing_enabled turns on powertools' Tracer, which imports the X-Ray SDK)
+    build: BuildResult = request.getfixturevalue(f"{name}_build")
+
+    # When its Python makes an enabled Tracer, as the handlers do with tracing on
+    script = (
+        "from aws_lambda_powertools import Tracer;"
+        "print(type(Tracer(service='probe', disabled=False).provider).__module__)"
+    )
+    done = podman("run", "--rm", "--network", "none", "--entrypoint", "/opt/venv/bin/python", build.tag,
+                  "-c", script, check=False)  # fmt: skip
+
+    # Then the X-Ray SDK and its dependencies are in the image
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().startswith("aws_xray_sdk."), done.stdout
 
 
 @pytest.mark.parametrize("name", ["llama", "embeddings"])
@@ -291,6 +386,50 @@ def test_llama_answers_function_url_events(llama_container: LambdaContainer) -> 
     assert 1 <= chat["usage"]["completion_tokens"] <= 3
 
 
+def test_llama_streams_through_its_entrypoint_on_the_runtime_api(llama_on_runtime_api: LocalFunction) -> None:
+    # Given the generator image's ENTRYPOINT run against the Runtime API stand-in, with the
+    # URL invoke mode the app declares (RESPONSE_STREAM) and no emulator in between
+    question = {"role": "user", "content": "Count from 1 to 50, separated by commas."}
+    body = {"messages": [question], "max_tokens": 24, "stream": True}
+    event = function_url_event("POST", "/v1/chat/completions", json.dumps(body))
+
+    # When a streamed chat completion is invoked through a Function URL event
+    head, *pieces, done = llama_on_runtime_api.invoke(json.dumps(event).encode()).events()
+
+    # Then the runtime loop answered in Lambda's streaming mode, framed for the HTTP integration
+    assert isinstance(head, Head), head
+    assert head.streaming
+    assert head.content_type == HTTP_INTEGRATION
+    assert isinstance(done, Done)
+    assert done.error is None, done.error.message
+    assert all(isinstance(piece, bytes) for piece in pieces)
+    stream = b"".join(pieces)  # type: ignore[arg-type]
+    raw, found, sse = stream.partition(PRELUDE_DELIMITER)
+    assert found, stream[:500]
+    prelude = parse_prelude(raw)
+    assert not isinstance(prelude, str), prelude
+    status, headers = prelude
+    assert status == 200
+    assert dict(headers)["Content-Type"].startswith("text/event-stream")
+
+    # ... with OpenAI's chunks, then [DONE]
+    offset, events = len(raw) + len(PRELUDE_DELIMITER), []
+    for block in sse.split(b"\n\n"):
+        if block:
+            events.append((offset, block.removeprefix(b"data: ")))
+        offset += len(block) + 2
+    assert events[-1][1] == b"[DONE]"
+    chunks = [(at, json.loads(data)) for at, data in events[:-1]]
+    contents = [(at, c) for at, c in chunks if c["choices"] and c["choices"][0]["delta"].get("content")]
+    assert len(contents) >= 2, chunks
+    assert all(chunk["object"] == "chat.completion.chunk" for _, chunk in chunks)
+
+    # ... sent piece by piece: the first words and the end of the stream came in different pieces
+    ends = list(itertools.accumulate(len(piece) for piece in pieces))  # type: ignore[arg-type]
+    first_words, end = bisect.bisect_right(ends, contents[0][0]), bisect.bisect_right(ends, events[-1][0])
+    assert first_words < end, f"{len(pieces)} pieces"
+
+
 def _unit_vectors(vectors: Any, count: int) -> None:
     assert isinstance(vectors, list)
     assert len(vectors) == count
@@ -327,6 +466,55 @@ def test_embeddings_answers_function_url_events(embeddings_container: LambdaCont
     assert status == 200, body
     assert body["object"] == "list"
     _unit_vectors([item["embedding"] for item in body["data"]], 1)
+
+
+_BATCH = """
+import json, pathlib
+import pyarrow as pa, pyarrow.parquet as pq
+import batch
+from embedder.batch_parquet import read_metadata, to_parquet
+from embedder.service import EmbedOptions
+vectors = batch.service.embed(["First text", "Second text"], EmbedOptions()).vectors
+data = to_parquet(["a", "b"], vectors, dimensions=vectors.shape[1], metadata={"model": batch.MODEL_ID})
+table = pq.read_table(pa.BufferReader(data))
+print(json.dumps({
+    "handler": callable(batch.lambda_handler), "rows": table.num_rows,
+    "vector_type": str(table.schema.field("vector").type), "metadata": read_metadata(data),
+    "same": bool((table.column("vector").combine_chunks().flatten().to_numpy().reshape(vectors.shape)
+                  == vectors).all()),
+    "pyarrow": sorted(p.name for p in pathlib.Path(pa.__file__).parent.iterdir()),
+}))
+"""
+
+
+def test_embeddings_batch_entry_point_writes_parquet(embeddings_container: LambdaContainer) -> None:
+    # Given the embeddings image, whose batch function runs the command batch.lambda_handler
+    # (pyarrow trimmed at build time) with its output location in the environment
+    env = {"BATCH_OUTPUT_BUCKET": "embeddings-output", "BATCH_OUTPUT_PREFIX": "runs/"}
+
+    # When its Python imports the batch entry point (loading the model) and writes two vectors to Parquet
+    done = embeddings_container.exec("/opt/venv/bin/python", "-c", _BATCH, env=env)
+
+    # Then the handler is there and the Parquet file reads back as fixed-size float32 vectors,
+    # with none of the trimmed parts of pyarrow present
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["handler"] is True
+    assert result["rows"] == 2
+    assert result["vector_type"] == f"fixed_size_list<element: float>[{MINILM_DIMENSIONS}]"
+    assert result["metadata"] == {"model": EMBEDDINGS_MODEL_ID}
+    assert result["same"] is True
+    trimmed = {
+        "include",
+        "tests",
+        "src",
+        "libarrow_flight.so.2600",
+        "_flight.cpython-311-x86_64-linux-gnu.so",
+    }
+
+    assert trimmed.isdisjoint(result["pyarrow"])
+    assert not [name for name in result["pyarrow"] if name.endswith((".pyx", ".pxd", ".pxi"))]
+    assert "libparquet.so.2600" in result["pyarrow"]
 
 
 # ------------------------------------------------------------------ CPU without AVX-512

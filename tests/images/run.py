@@ -37,7 +37,7 @@ from typing import Any, Self
 from lambda_common.limits import MB_PER_VCPU
 from local.rie import INVOKE_PATH, InvokeResult, rie_binary
 from tests.images.assets import LambdaFunction
-from tests.images.podman import PodmanError, podman, require_tools
+from tests.images.podman import PodmanError, podman, podman_env, require_tools
 
 LAMBDA_USER = "993:990"
 RIE_DIR = "/aws-lambda"
@@ -109,6 +109,26 @@ def image_command(image: str, function: LambdaFunction) -> list[str]:
     return [*entrypoint, *command]
 
 
+def lambda_constraints(function: LambdaFunction) -> list[str]:
+    """``podman run`` options for Lambda's limits: read-only root, /tmp, user, memory, CPU, processes."""
+    tmp_options = f"rw,exec,nosuid,nodev,mode=1777,size={function.ephemeral_storage_mb}m"
+    args = [
+        "--read-only",
+        "--tmpfs", f"{CONTAINER_TMP}:{tmp_options}",
+        "--user", LAMBDA_USER,
+        "--memory", f"{function.memory_mb}m",
+        "--memory-swap", f"{function.memory_mb}m",
+        "--cpus", str(cpu_share(function.memory_mb)),
+        "--pids-limit", str(LAMBDA_MAX_PROCESSES),
+        # Both limits: giving one drops containers.conf's defaults, and runc refuses the host's nproc.
+        "--ulimit", f"nofile={LAMBDA_MAX_OPEN_FILES}:{LAMBDA_MAX_OPEN_FILES}",
+        "--ulimit", f"nproc={LAMBDA_MAX_PROCESSES}:{LAMBDA_MAX_PROCESSES}",
+    ]  # fmt: skip
+    if function.image_config.get("WorkingDirectory"):
+        args += ["--workdir", function.image_config["WorkingDirectory"]]
+    return args
+
+
 class LambdaContainer:
     """One function container, started with ``with``; ``invoke`` posts to its emulator."""
 
@@ -135,28 +155,16 @@ class LambdaContainer:
         """The ``podman run`` arguments (without ``podman``)."""
         command = image_command(self.image, self.function)
         handler = command[-1]
-        tmp_options = f"rw,exec,nosuid,nodev,mode=1777,size={self.function.ephemeral_storage_mb}m"
         env = {**lambda_environment(self.function, self.name, handler, self.region), **self.extra_env}
         args = [
             "run",
             "--detach",
             "--name", self.container,
-            "--read-only",
-            "--tmpfs", f"{CONTAINER_TMP}:{tmp_options}",
-            "--user", LAMBDA_USER,
-            "--memory", f"{self.function.memory_mb}m",
-            "--memory-swap", f"{self.function.memory_mb}m",
-            "--cpus", str(cpu_share(self.function.memory_mb)),
-            "--pids-limit", str(LAMBDA_MAX_PROCESSES),
-            # Both limits: giving one drops containers.conf's defaults, and runc refuses the host's nproc.
-            "--ulimit", f"nofile={LAMBDA_MAX_OPEN_FILES}:{LAMBDA_MAX_OPEN_FILES}",
-            "--ulimit", f"nproc={LAMBDA_MAX_PROCESSES}:{LAMBDA_MAX_PROCESSES}",
+            *lambda_constraints(self.function),
             "--network", "none",
             "--volume", f"{rie_binary()}:{RIE_DIR}/aws-lambda-rie:ro",
             "--entrypoint", f"{RIE_DIR}/aws-lambda-rie",
         ]  # fmt: skip
-        if self.function.image_config.get("WorkingDirectory"):
-            args += ["--workdir", self.function.image_config["WorkingDirectory"]]
         for key, value in env.items():
             args += ["--env", f"{key}={value}"]
         return [*args, self.image, *command]
@@ -193,9 +201,12 @@ class LambdaContainer:
         reply = json.loads(self._client("invoke", timeout_s, INVOKE_PATH, data))
         return InvokeResult(reply["status"], reply["headers"], base64.b64decode(reply["body"]))
 
-    def exec(self, *command: str, check: bool = False) -> subprocess.CompletedProcess[str]:
-        """Run a command inside the running container, as the function's user."""
-        return podman("exec", "--user", LAMBDA_USER, self.container, *command, check=check)
+    def exec(
+        self, *command: str, env: Mapping[str, str] | None = None, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command inside the running container, as the function's user (``env``: added variables)."""
+        env_args = [arg for key, value in (env or {}).items() for arg in ("--env", f"{key}={value}")]
+        return podman("exec", "--user", LAMBDA_USER, *env_args, self.container, *command, check=check)
 
     def inspect(self) -> dict[str, Any]:
         data: list[dict[str, Any]] = json.loads(podman("inspect", self.container).stdout)
@@ -220,6 +231,83 @@ class LambdaContainer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+_LAUNCHER = """#!{python}
+# Written by tests/images/run.py (ImageRuntimeLauncher): runs the image in place of a host runtime.
+import os, sys
+expected = {expected!r}
+if sys.argv[1:] != expected:
+    sys.exit(f"asked to run {{sys.argv[1:]}}, but the image runs {{expected}}")
+os.environ["CONTAINERS_CONF"] = {containers_conf!r}
+os.execvp("podman", {command!r})
+"""
+
+
+class ImageRuntimeLauncher:
+    """Runs the image's own ENTRYPOINT + CMD against ``local.runtime_api``'s Runtime API, with no emulator.
+
+    ``LocalFunction`` (the Runtime API stand-in that passes a streamed answer on
+    piece by piece, which the emulator cannot) starts a function's runtime as
+    ``[python, "-m", module, handler]`` with ``AWS_LAMBDA_RUNTIME_API`` naming
+    its address on the host's 127.0.0.1. Given this launcher's ``path`` as its
+    ``python``, that start becomes ``podman run`` of the image: the launcher
+    refuses any module and handler other than the image's own (ENTRYPOINT +
+    CMD, or the function's ImageConfig), then runs the image unchanged, with
+    Lambda's limits (``lambda_constraints``), Lambda's variables and the
+    function's environment, and ``AWS_LAMBDA_RUNTIME_API`` and
+    ``AWS_LAMBDA_INITIALIZATION_TYPE`` as the stand-in set them.
+
+    One difference from ``LambdaContainer``: the container shares the host's
+    network (``--network host``), the only way its runtime reaches the
+    stand-in's socket here (no slirp4netns or pasta). The container's output
+    goes to the stand-in's function log (whose REPORT lines measure the
+    ``podman run`` client's memory, not the container's). Use as a context manager: it writes
+    the launcher, and removes the container at the end (stopping the stand-in
+    kills the ``podman run`` client, which leaves the container behind).
+    """
+
+    def __init__(
+        self, image: str, function: LambdaFunction, *, name: str, directory: Path, region: str = "us-east-1"
+    ) -> None:
+        self.image = image
+        self.function = function
+        self.name = name
+        self.container = f"{name}-{uuid.uuid4().hex[:8]}"
+        self.path = directory / f"{self.container}-launcher"
+        self.region = region
+
+    def run_args(self) -> list[str]:
+        """The ``podman run`` arguments (without ``podman``)."""
+        command = image_command(self.image, self.function)
+        env = lambda_environment(self.function, self.name, command[-1], self.region)
+        env.pop("AWS_LAMBDA_INITIALIZATION_TYPE")  # the stand-in's, passed through below
+        args = ["run", "--rm", "--name", self.container, *lambda_constraints(self.function)]
+        args += ["--network", "host"]
+        for key, value in env.items():
+            args += ["--env", f"{key}={value}"]
+        # ``--env NAME`` without a value passes the launcher's own value on.
+        args += ["--env", "AWS_LAMBDA_RUNTIME_API", "--env", "AWS_LAMBDA_INITIALIZATION_TYPE"]
+        if self.function.image_config.get("EntryPoint"):
+            args += ["--entrypoint", json.dumps(self.function.image_config["EntryPoint"])]
+        return [*args, self.image, *self.function.image_config.get("Command", [])]
+
+    def __enter__(self) -> Self:
+        require_tools("podman")
+        command = image_command(self.image, self.function)
+        self.path.write_text(
+            _LAUNCHER.format(
+                python=sys.executable,
+                expected=command[1:],
+                containers_conf=podman_env()["CONTAINERS_CONF"],
+                command=["podman", *self.run_args()],
+            )
+        )
+        self.path.chmod(0o755)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        podman("rm", "--force", "--time", "2", "--ignore", self.container, check=False)
 
 
 def run_under_qemu(
