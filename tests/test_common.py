@@ -343,6 +343,31 @@ def test_lifecycle_tells_cold_restored_and_warm_invocations() -> None:
     assert life.take_start() == "warm"
 
 
+def test_the_warm_up_runs_before_a_snapshot_and_not_in_an_on_demand_init() -> None:
+    # Given an app whose handler offers a warm-up (the registries are snapshot_restore_py's own,
+    # which the runtime loop reads: before-snapshot hooks run only when Lambda takes a snapshot)
+    import snapshot_restore_py
+
+    from lambda_common.app import FunctionApp
+
+    before = list(snapshot_restore_py.get_before_snapshot())
+    after = list(snapshot_restore_py.get_after_restore())
+    warmed: list[str] = []
+    app = FunctionApp(service="probe", native=OPENAI)
+    # When its init ends
+    app.ready(warm_up=lambda: warmed.append("warm"))
+    # Then nothing ran during the init itself
+    assert warmed == []
+    # and the warm-up is a before-snapshot hook, run ahead of the "before snapshot" log line
+    added = snapshot_restore_py.get_before_snapshot()[len(before) :]
+    assert len(added) == 2
+    for hook, args, kwargs in reversed(added):  # the runtime runs them last-registered first
+        hook(*args, **kwargs)
+    assert warmed == ["warm"]
+    del snapshot_restore_py.get_before_snapshot()[len(before) :]
+    del snapshot_restore_py.get_after_restore()[len(after) :]
+
+
 # ------------------------------------------------------------------ streams
 
 

@@ -1,9 +1,10 @@
 """Lambda entry point of the embedding function (TEI- and OpenAI-compatible).
 
 Init (this module's import, Lambda's init phase) does everything heavy once:
-settings, the backend (ONNX Runtime by default, no torch), the model, and one
-warm-up request. Then every invocation, a Function URL event or a direct
-``aws lambda invoke`` payload, goes through the shared request core
+settings, the backend (ONNX Runtime by default, no torch), the model; with
+SnapStart also one warm-up request before the snapshot. Then every invocation,
+a Function URL event or a direct ``aws lambda invoke`` payload, goes through
+the shared request core
 (``lambda_common.app``) to the routes in ``embedder.api``.
 
 docs/embeddings.md describes the API, the limits and the configuration.
@@ -30,8 +31,7 @@ app.configure(
     max_response_bytes=settings.max_response_bytes,
     deadline_margin_ms=settings.deadline_margin_ms,
 )
-service.warm_up()
-INIT_MS = app.ready()
+INIT_MS = app.ready(warm_up=service.warm_up)
 app.logger.info(
     "model loaded",
     extra={
@@ -43,7 +43,6 @@ app.logger.info(
         "prompts": sorted(service.prompts.prompts),
         "default_prompt_name": service.prompts.default_name,
         "api_key": app.guard.enabled,
-        "tokens_per_s": round(service.tokens_per_s or 0.0),
         "load_ms": round(INIT_MS),
     },
 )

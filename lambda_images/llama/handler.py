@@ -1,8 +1,8 @@
 """Lambda entry point of the llama.cpp generator.
 
-Init (this module's import, Lambda's init phase) reads the settings, loads the
-GGUF model once and runs one short generation, so the first request (and,
-with SnapStart, every restored copy) finds everything warm. Every invocation,
+Init (this module's import, Lambda's init phase) reads the settings and loads
+the GGUF model once; with SnapStart it also runs one short generation before
+the snapshot, so every restored copy finds everything warm. Every invocation,
 a Function URL event or a direct ``aws lambda invoke`` payload, goes through
 the shared request core (``lambda_common.app``) to the routes in
 ``llama_app.api``.
@@ -34,8 +34,7 @@ app.configure(
     deadline_margin_ms=settings.deadline_margin_ms,
     url_streaming=os.environ.get("FUNCTION_URL_INVOKE_MODE", "BUFFERED").upper() == "RESPONSE_STREAM",
 )
-engine.warm_up()
-INIT_MS = app.ready()
+INIT_MS = app.ready(warm_up=engine.warm_up)
 app.logger.info(
     "model loaded",
     extra={

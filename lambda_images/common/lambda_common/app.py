@@ -253,16 +253,23 @@ class FunctionApp:
         if url_streaming is not None:
             self.url_streaming = url_streaming
 
-    def ready(self) -> float:
+    def ready(self, warm_up: Callable[[], Any] | None = None) -> float:
         """End of the handler's init: records its duration; the last after-restore hook times the restore.
 
+        ``warm_up`` (one short request's worth of work) runs only before a SnapStart snapshot,
+        so every restored copy starts with it done. On an on-demand init it would only delay
+        the first request by its own length (measured: 60 ms for 1 ms saved on the first
+        embeddings request, nothing saved on the generator's first token), so it is skipped.
+
         With SnapStart the hooks registered here run first before the snapshot (before-snapshot
-        hooks run last-registered first) and last after the restore, and say so in the log, so
-        the lifecycle can be followed in the function's log.
+        hooks run last-registered first: the warm-up, then the log line) and last after the
+        restore, and say so in the log, so the lifecycle can be followed in the function's log.
         """
         on_snapshot(
             lambda: self.logger.info("before snapshot: the init's state is what every copy starts from")
         )
+        if warm_up is not None:
+            on_snapshot(warm_up)
         on_restore(self._restored)
         return self.lifecycle.init_done()
 

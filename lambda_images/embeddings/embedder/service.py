@@ -285,9 +285,11 @@ class EmbeddingService:
         return name in names
 
     def warm_up(self) -> None:
-        """One real request at init: the first caller pays no one-time work, and the speed is known.
+        """One real request: no one-time work is left for the first caller, and the speed is known.
 
-        With SnapStart this runs before the snapshot, so every restored copy starts warm.
+        The online function runs it before a SnapStart snapshot (every restored copy starts warm,
+        with the speed for the time check); the batch function at init (its first batch is planned
+        with a known speed). An on-demand online init skips it: its first request learns the speed.
         """
         text = ("The quick brown fox jumps over the lazy dog near the quiet river bank. " * 4).strip()
         count = min(8, self.settings.max_inputs)
