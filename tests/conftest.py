@@ -102,3 +102,19 @@ def criu() -> None:
             reason += f"; scripts/build-criu.sh failed: {build.stderr[-2000:]}"
     if not ok:
         pytest.fail(f"checkpoint/restore is not available here: {reason}")
+
+
+@pytest.fixture
+def aws_env(tmp_path: Path) -> dict[str, str]:
+    """Dummy credentials for the AWS CLI and boto3, no user configuration (AWS is not reachable here)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_CONFIG_FILE": str(tmp_path / "no-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-credentials"),
+        }
+    )
+    return env

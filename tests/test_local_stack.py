@@ -10,7 +10,6 @@ from __future__ import annotations
 import http.client
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -32,22 +31,6 @@ pytestmark = pytest.mark.slow
 LLAMA_SEED = {"prompt": "llamas are", "n-generate": 1}
 EMBEDDINGS_SEED = {"inputs": ["First text", "Second text"]}
 AWS = str(Path(sys.executable).parent / "aws")
-
-
-@pytest.fixture
-def aws_env(tmp_path: Path) -> dict[str, str]:
-    """Dummy credentials for the AWS CLI and no user configuration (AWS itself is not reachable here)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(
-        {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_CONFIG_FILE": str(tmp_path / "no-config"),
-            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-credentials"),
-        }
-    )
-    return env
 
 
 def aws_cli_invoke(endpoint: str, payload: Any, out: Path, env: dict[str, str]) -> dict[str, Any]:

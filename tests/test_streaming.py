@@ -22,7 +22,6 @@ from __future__ import annotations
 import http.client
 import io
 import json
-import os
 import subprocess
 import sys
 import time
@@ -211,21 +210,6 @@ def test_boto3_invoke_with_response_stream_gets_tokens_as_they_come(llama: Runni
     assert complete == {}
     assert pieces[-1]["stop"] is True
     assert pieces[-1]["usage"]["completion_tokens"] == TOKENS
-
-
-@pytest.fixture
-def aws_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(
-        {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_CONFIG_FILE": str(tmp_path / "no-config"),
-            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-credentials"),
-        }
-    )
-    return env
 
 
 def test_aws_cli_invoke_of_a_streamed_request_gets_the_whole_answer(
