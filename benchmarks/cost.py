@@ -347,7 +347,7 @@ def functions_text(costs: list[FunctionCost], book: PriceBook, *, region: str, o
         )
         notes.append(
             "The SnapStart columns are what SnapStart adds where it is on, and would add where it is off "
-            "(SnapStart setting: cdk.json's <function>_snap_start, when the configuration has it)."
+            "(SnapStart setting: cdk.json's <function>_snap_start)."
         )
     notes += sorted({f"SnapStart not priced: {c.snapstart_missing}" for c in costs if c.snapstart_missing})
     notes.append(

@@ -208,10 +208,6 @@ def memory_sizes(config: AppConfig) -> dict[str, int]:
     return sizes
 
 
-def snap_start_on(function: FunctionConfig) -> bool:
-    return function.snap_start
-
-
 DOCKERFILES = {
     "llama": IMAGES_DIR / "llama" / "Dockerfile",
     "embeddings": IMAGES_DIR / "embeddings" / "Dockerfile",
@@ -592,7 +588,7 @@ def check_region(region: str, config: AppConfig | None) -> list[Result]:
     else:
         results.append(Result("region", "ok", f"{region} has Lambda Function URLs"))
     if config is not None:
-        using = [name for name, fn in functions(config).items() if snap_start_on(fn)]
+        using = [name for name, fn in functions(config).items() if fn.snap_start]
         if not using:
             results.append(Result("snapstart", "ok", "not used by either function"))
         elif region not in NO_SNAPSTART_REGIONS:
@@ -772,7 +768,7 @@ def reservation(config: AppConfig, function: FunctionConfig, name: str) -> tuple
     """The reserved concurrency the stack gives a function, and the key that sets it.
 
     A function's own ``<name>_reserved_concurrency``; in API_KEY mode, without one, the
-    configuration's public-URL cap (``AppConfig.reserved_concurrency`` decides, when it has it).
+    configuration's public-URL cap (``AppConfig.reserved_concurrency`` decides).
     """
     if function.reserved_concurrency is not None:
         return function.reserved_concurrency, f"{name}_reserved_concurrency"

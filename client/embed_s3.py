@@ -25,7 +25,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -579,7 +579,3 @@ def project(
 def summarise_execution(described: Mapping[str, Any]) -> Any:
     output = described.get("output")
     return json.loads(output) if isinstance(output, str) and output else {}
-
-
-def first(items: Iterable[Any]) -> Any:
-    return next(iter(items), None)

@@ -116,7 +116,6 @@ class Done:
     """The invoke ended; ``error`` when it failed, before or after its first byte."""
 
     error: FunctionError | None = None
-    caller_gone: bool = False
 
 
 Event = Head | bytes | Done
@@ -126,15 +125,11 @@ Event = Head | bytes | Done
 class InvokeOutcome:
     """A whole answer, as a buffered Invoke returns it."""
 
-    status: int
     body: bytes
     content_type: str = "application/json"
     function_error: str | None = None
     """``Unhandled`` when the function failed (raised, timed out, crashed), else None."""
     error: FunctionError | None = None
-    duration_ms: float = 0.0
-    log_tail: str | None = None
-    """The invoke's log lines (START to REPORT), when asked for."""
 
     def payload(self) -> Any:
         """The response payload as JSON, or None when it is not JSON."""
@@ -155,7 +150,6 @@ class Call:
         self.request_id = str(uuid.uuid4())
         self.payload = payload
         self.client_context = client_context
-        self.created = time.monotonic()
         self.dispatched: float | None = None
         self.cancelled = threading.Event()
         self._events: queue.Queue[Event] = queue.Queue()
@@ -250,11 +244,8 @@ class Call:
                 parts.append(event)
             else:
                 done = event
-        duration_ms = (time.monotonic() - self.created) * 1000
         if done.error is not None:
-            return InvokeOutcome(
-                200, done.error.payload, "application/json", "Unhandled", done.error, duration_ms
-            )
+            return InvokeOutcome(done.error.payload, "application/json", "Unhandled", done.error)
         body = b"".join(parts)
         if len(body) > MAX_BUFFERED_BYTES:
             error = FunctionError.of(
@@ -262,8 +253,8 @@ class Call:
                 f"Response payload size ({len(body)} bytes) exceeded maximum allowed payload size "
                 f"({MAX_BUFFERED_BYTES} bytes).",
             )
-            return InvokeOutcome(200, error.payload, "application/json", "Unhandled", error, duration_ms)
-        return InvokeOutcome(200, body, content_type, None, None, duration_ms)
+            return InvokeOutcome(error.payload, "application/json", "Unhandled", error)
+        return InvokeOutcome(body, content_type)
 
 
 # ---------------------------------------------------------------------- processes and snapshots
@@ -982,7 +973,7 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            call.finish(Done(caller_gone=True))
+            call.finish(Done())
             return
         call.begin(Head(content_type, streaming=True))
         trailers: dict[str, str] = {}
@@ -995,14 +986,14 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
         except (OSError, ValueError):
             self.close_connection = True
             if call.cancelled.is_set():
-                call.finish(Done(caller_gone=True))
+                call.finish(Done())
             # Otherwise the runtime died mid-stream: its exit is reported by the process watcher.
             return
         finally:
             call.detach_stream()
         if call.cancelled.is_set():
             self.close_connection = True
-            call.finish(Done(caller_gone=True))
+            call.finish(Done())
             return
         error_type = trailers.get(ERROR_TYPE.lower())
         if error_type:

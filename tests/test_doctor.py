@@ -394,8 +394,6 @@ def test_region_without_function_urls_fails() -> None:
 def test_snapstart_in_a_region_without_it_fails() -> None:
     # Given SnapStart on for the generator, in a region the SnapStart page excludes
     config = config_with(llama_snap_start="true")
-    if not doctor.snap_start_on(config.llama):
-        pytest.skip("this configuration has no SnapStart setting yet")
     (region,) = sorted(doctor.NO_SNAPSTART_REGIONS)[:1]
     results = {r.check: r for r in doctor.check_region(region, config)}
     assert results["snapstart"].status == "FAIL"
@@ -572,8 +570,6 @@ def test_provisioned_concurrency_without_reservation_comes_from_the_pool() -> No
 
 
 def test_api_key_mode_public_cap_on_a_new_account_fails() -> None:
-    if not hasattr(AppConfig, "reserved_concurrency"):
-        pytest.skip("this configuration has no public-URL reservation")
     config = config_with(function_url_auth="API_KEY", public_url_reserved_concurrency="10")
     result = doctor.check_concurrency(doctor.AccountLimits(10, 10), config, 0)
     assert result.status == "FAIL"

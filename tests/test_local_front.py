@@ -354,7 +354,7 @@ def test_invalid_utf8_in_a_text_body_is_base64_encoded_not_mangled() -> None:
 
 def test_a_function_error_is_a_502() -> None:
     error = FunctionError.of("Sandbox.Timedout", "RequestId: x Error: Task timed out after 3.00 seconds")
-    outcome = InvokeOutcome(200, error.payload, function_error="Unhandled", error=error)
+    outcome = InvokeOutcome(error.payload, function_error="Unhandled", error=error)
     answer, note = map_response(outcome)
     assert answer.status == 502
     assert note is not None
