@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
@@ -326,32 +326,44 @@ def from_cloudwatch(
         config = lam.get_function_configuration(FunctionName=function)
     except (BotoCoreError, ClientError) as exc:
         raise CostInputError(f"cannot read the configuration of function {function!r}: {exc}") from None
-    arn_region = str(config["FunctionArn"]).split(":")[3]
-    shape = FunctionShape(
-        region=arn_region,
-        architecture=normalise_architecture((config.get("Architectures") or ["x86_64"])[0]),
-        ephemeral_mb=int(config.get("EphemeralStorage", {}).get("Size", 512)),
-        assumed=False,
-    )
+    shape = shape_of(config)
     group = log_group or log_group_of(config, function)
     end = now or datetime.now(UTC)
     start = end - timedelta(hours=since_hours)
     try:
-        records = parse_lines(
-            messages(
-                logs,
-                logGroupName=group,
-                filterPattern=REPORT_FILTER_PATTERN,
-                startTime=int(start.timestamp() * 1000),
-                endTime=int(end.timestamp() * 1000),
-            )
-        )
+        records = report_records(logs, group, start, end)
     except (BotoCoreError, ClientError) as exc:
         raise CostInputError(f"cannot read log group {group}: {exc}") from None
     return records, shape, f"{group} from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC"
 
 
-def log_group_of(config: dict[str, Any], function: str) -> str:
+def shape_of(config: Mapping[str, Any]) -> FunctionShape:
+    """The shape of a deployed function, from its ``get_function_configuration`` answer.
+
+    The region comes from its ARN; architecture and ephemeral storage from its configuration.
+    """
+    return FunctionShape(
+        region=str(config["FunctionArn"]).split(":")[3],
+        architecture=normalise_architecture((config.get("Architectures") or ["x86_64"])[0]),
+        ephemeral_mb=int((config.get("EphemeralStorage") or {}).get("Size", 512)),
+        assumed=False,
+    )
+
+
+def report_records(logs: Any, group: str, start: datetime, end: datetime) -> list[ReportRecord]:
+    """The REPORT records (text or JSON) of log group ``group`` between ``start`` and ``end``."""
+    return parse_lines(
+        messages(
+            logs,
+            logGroupName=group,
+            filterPattern=REPORT_FILTER_PATTERN,
+            startTime=int(start.timestamp() * 1000),
+            endTime=int(end.timestamp() * 1000),
+        )
+    )
+
+
+def log_group_of(config: Mapping[str, Any], function: str) -> str:
     """The function's log group: its LoggingConfig's, else Lambda's default ``/aws/lambda/<name>``."""
     group = (config.get("LoggingConfig") or {}).get("LogGroup")
     name = str(config.get("FunctionName") or function).split(":")[-1]

@@ -27,14 +27,14 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
 from benchmarks.cost_model import LogCost, Tokens, Workload, estimate, price, usd
-from benchmarks.lambda_logs import REPORT_FILTER_PATTERN, FunctionShape, log_group_of, messages, parse_lines
-from benchmarks.prices import CostInputError, load_prices, normalise_architecture
+from benchmarks.lambda_logs import log_group_of, report_records, shape_of
+from benchmarks.prices import CostInputError, load_prices
 from client.calls import ClientUsageError
 
 Format = Literal["jsonl", "csv"]
@@ -337,24 +337,12 @@ def run_cost(
     read again until at least ``expected`` are there or ``wait_s`` has passed.
     """
     config = lambda_client.get_function_configuration(FunctionName=function_name)
-    shape = FunctionShape(
-        region=str(config["FunctionArn"]).split(":")[3],
-        architecture=normalise_architecture((config.get("Architectures") or ["x86_64"])[0]),
-        ephemeral_mb=int(config.get("EphemeralStorage", {}).get("Size", 512)),
-        assumed=False,
-    )
+    shape = shape_of(config)
     group = log_group_of(config, function_name)
     deadline = time.monotonic() + wait_s
     while True:
-        records = parse_lines(
-            messages(
-                logs,
-                logGroupName=group,
-                filterPattern=REPORT_FILTER_PATTERN,
-                startTime=int(start.timestamp() * 1000),
-                endTime=int(stop.timestamp() * 1000) + 60_000,
-            )
-        )
+        # A minute past ``stop``: the last invocations' REPORT records are stamped when they end.
+        records = report_records(logs, group, start, stop + timedelta(minutes=1))
         if len(records) >= expected or time.monotonic() >= deadline:
             break
         sleep(5)

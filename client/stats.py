@@ -30,7 +30,7 @@ from typing import Any
 
 from benchmarks import lambda_logs
 from benchmarks.cost_model import LogCost, price, usd
-from benchmarks.prices import MB_PER_GB, MILLION, MS_PER_S, CostInputError, PriceBook, normalise_architecture
+from benchmarks.prices import MB_PER_GB, MILLION, MS_PER_S, CostInputError, PriceBook
 
 LAMBDA = "AWS/Lambda"
 OUTPUTS = {"llama": "LlamaFunctionName", "embeddings": "EmbeddingsFunctionName"}
@@ -161,12 +161,7 @@ def stack_functions(cloudformation: Any, lam: Any, stack_name: str) -> list[Func
                 key=key,
                 name=name,
                 memory_mb=int(config["MemorySize"]),
-                shape=lambda_logs.FunctionShape(
-                    region=str(config["FunctionArn"]).split(":")[3],
-                    architecture=normalise_architecture((config.get("Architectures") or ["x86_64"])[0]),
-                    ephemeral_mb=int((config.get("EphemeralStorage") or {}).get("Size", 512)),
-                    assumed=False,
-                ),
+                shape=lambda_logs.shape_of(config),
                 namespace=variables.get(METRICS_NAMESPACE_VARIABLE, stack_name),
                 service=variables.get(SERVICE_VARIABLE, key),
                 log_group=lambda_logs.log_group_of(config, name),
@@ -311,17 +306,7 @@ def collect(
         if logs is None:
             current.log_note = "REPORT records not read (--no-logs)"
             continue
-        records = list(
-            lambda_logs.parse_lines(
-                lambda_logs.messages(
-                    logs,
-                    logGroupName=function.log_group,
-                    filterPattern=lambda_logs.REPORT_FILTER_PATTERN,
-                    startTime=int(span.start.timestamp() * 1000),
-                    endTime=int(span.end.timestamp() * 1000),
-                )
-            )
-        )
+        records = lambda_logs.report_records(logs, function.log_group, span.start, span.end)
         if records:
             current.logs = price(records, function.shape, prices)
         else:
