@@ -39,13 +39,8 @@ from local.url_front import (
 Echo = Callable[[str], None]
 
 LOG_DIR = ROOT / ".cache" / "local" / "logs"
-INIT_REPORT = re.compile(
-    r"INIT REPORT\(durationMs: (?P<rie>[0-9.]+)\)"
-    r"|(?:INIT_REPORT |REPORT RequestId: .*)Init Duration: (?P<ms>[0-9.]+) ms"
-)
-"""An init's duration: Lambda's INIT_REPORT, a cold start's REPORT, or the emulator's INIT REPORT line."""
-# The emulator's own chatter and per-invoke markers; shown with --verbose only.
-_QUIET = re.compile(r"\(rapid\)|^(START|END) RequestId:|^REPORT RequestId:")
+# The per-invoke platform lines; shown with --verbose only.
+_QUIET = re.compile(r"^(START|END|REPORT) RequestId:")
 
 
 @dataclass(frozen=True)
@@ -75,7 +70,6 @@ class LogTail(threading.Thread):
         self.prefix = prefix
         self.echo = echo
         self.verbose = verbose
-        self.init_ms: float | None = None
         self._stop_event = threading.Event()
 
     def stop(self) -> None:
@@ -101,9 +95,6 @@ class LogTail(threading.Thread):
                 self._line(pending.decode("utf-8", "replace"))
 
     def _line(self, line: str) -> None:
-        match = INIT_REPORT.search(line)
-        if match:
-            self.init_ms = float(match["rie"] or match["ms"])
         if self.verbose or not _QUIET.search(line):
             self.echo(f"[{self.prefix}] {line}")
 
@@ -248,7 +239,8 @@ class LocalStack:
                 continue
             function.ready_s = elapsed
             timings[key] = elapsed
-            init = function.log.init_ms
+            env = function.function.environment()
+            init = env.init_ms if env is not None else None
             init_text = f", init phase {init / 1000:.1f} s" if init is not None else ""
             self.echo(f"{key}: ready in {elapsed:.1f} s{init_text}")
         if failures:
