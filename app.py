@@ -9,7 +9,6 @@ stack is environment-agnostic and the images are built only by `cdk deploy`.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,37 +17,11 @@ from typing import Any
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
-from stacks.config import AppConfig, ConfigError
+from stacks.config import IMAGES_DIR, PROJECT_DIR, AppConfig, ConfigError, cdk_json_context, load_config
 from stacks.inference_stack import InferenceStack
 
-PROJECT_DIR = Path(__file__).resolve().parent
-IMAGES_DIR = PROJECT_DIR / "lambda_images"
-CDK_JSON = PROJECT_DIR / "cdk.json"
-
-
-def cdk_json_context() -> dict[str, Any]:
-    """The context block of cdk.json: the feature flags and every setting's default.
-
-    cdk.json is the only place the defaults live, so a missing file is an error that says so.
-    """
-    if not CDK_JSON.is_file():
-        raise FileNotFoundError(
-            f"{CDK_JSON} is missing: it holds the app's feature flags and every setting's default; "
-            "restore it from git (git checkout -- cdk.json)"
-        )
-    context: dict[str, Any] = json.loads(CDK_JSON.read_text())["context"]
-    return context
-
-
-def load_config(overrides: Mapping[str, Any] | None = None) -> AppConfig:
-    """The configuration `cdk synth` would use with these ``-c`` overrides (for tools and tests).
-
-    Like the CDK CLI, keys whose value is null are treated as absent.
-    """
-    context = {
-        key: value for key, value in {**cdk_json_context(), **(overrides or {})}.items() if value is not None
-    }
-    return AppConfig.from_context(context, images_dir=IMAGES_DIR, project_dir=PROJECT_DIR)
+__all__ = ["IMAGES_DIR", "PROJECT_DIR", "build_app", "cdk_json_context", "load_config", "main"]
+"""``cdk_json_context`` and ``load_config`` (stacks.config) are here too, for tools and tests."""
 
 
 def build_app(

@@ -45,14 +45,18 @@ from typing import Any, Literal, TextIO
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
-from stacks.config import AppConfig, ConfigError, FunctionConfig
+from stacks.config import (
+    CDK_JSON,
+    IMAGES_DIR,
+    PROJECT_DIR,
+    AppConfig,
+    ConfigError,
+    FunctionConfig,
+    cli_context,
+)
 from stacks.regions import FUNCTION_URL_UNSUPPORTED_REGIONS, SNAPSTART_UNSUPPORTED_REGIONS
 
 Status = Literal["ok", "warn", "FAIL", "skip"]
-
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-IMAGES_DIR = PROJECT_DIR / "lambda_images"
-CDK_JSON = PROJECT_DIR / "cdk.json"
 
 # ----------------------------------------------------------------------------- facts the checks use
 
@@ -170,8 +174,7 @@ def parse_cdk_args(text: str) -> tuple[dict[str, str], dict[str, str]]:
 
 def load_context(overrides: Mapping[str, Any], cdk_json: Path = CDK_JSON) -> dict[str, Any]:
     """cdk.json's context with ``-c`` overrides, null values dropped, as the CDK CLI passes it."""
-    base: dict[str, Any] = json.loads(cdk_json.read_text())["context"]
-    return {key: value for key, value in {**base, **overrides}.items() if value is not None}
+    return cli_context(overrides, cdk_json=cdk_json)
 
 
 def check_config(context: Mapping[str, Any]) -> tuple[AppConfig | None, Result]:

@@ -16,7 +16,6 @@ model's files and the exporter's code.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import subprocess
 import sys
@@ -64,15 +63,9 @@ def deployed_settings(cdk_json: Path = ROOT / "cdk.json") -> dict[FunctionKey, D
     cdk.json is the one place the defaults live, so without it there is nothing to run with:
     a missing file is a FileNotFoundError that says so, a bad value a ``stacks.config.ConfigError``.
     """
-    if not cdk_json.is_file():
-        raise FileNotFoundError(
-            f"{cdk_json} is missing: it holds every setting's default (memory, timeout, threads, "
-            "log level); restore it from git (git checkout -- cdk.json)"
-        )
-    from stacks.config import AppConfig  # pydantic only: no CDK import
+    from stacks.config import load_config  # pydantic only: no CDK import
 
-    context = json.loads(cdk_json.read_text())["context"]
-    config = AppConfig.from_context(context, images_dir=IMAGES, project_dir=ROOT)
+    config = load_config(cdk_json=cdk_json)
     return {
         "llama": Deployed(
             memory_mb=config.llama.memory_mb,

@@ -13,6 +13,10 @@ what is allowed (each field carries that sentence as ``Allowed`` metadata;
 checks that need more words raise a ``setting`` error with their own). Unknown
 snake_case keys are reported as well. Nothing else in the app reads context.
 
+``load_config`` is the one reader of ``cdk.json`` for everything that needs the
+deployed settings (the CDK app, the local runner, the benchmarks, the doctor):
+it merges ``-c`` overrides the way the CDK CLI does and validates the result.
+
 docs/configuration.md documents each key (a test keeps the two in step). This
 module needs pydantic but not the CDK, so the local runner, the benchmarks and
 the client read the deployed settings without starting jsii.
@@ -21,6 +25,7 @@ the client read the deployed settings without starting jsii.
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -48,11 +53,10 @@ EmbeddingsBackend = Literal["onnx", "torch"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LambdaLogLevel = Literal["DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
 
-ARCHITECTURES: tuple[Architecture, ...] = get_args(Architecture)
-URL_AUTH_MODES: tuple[UrlAuth, ...] = get_args(UrlAuth)
-URL_INVOKE_MODES: tuple[UrlInvokeMode, ...] = get_args(UrlInvokeMode)
-EMBEDDINGS_BACKENDS: tuple[EmbeddingsBackend, ...] = get_args(EmbeddingsBackend)
-LOG_LEVELS: tuple[LogLevel, ...] = get_args(LogLevel)
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+CDK_JSON = PROJECT_DIR / "cdk.json"
+IMAGES_DIR = PROJECT_DIR / "lambda_images"
+"""The image build context: local model paths are checked against it."""
 
 LAMBDA_LOG_LEVELS: Mapping[LogLevel, LambdaLogLevel] = {
     "DEBUG": "DEBUG",
@@ -282,20 +286,13 @@ GgufFile = Annotated[
 ]
 
 
-def _sha256_list(raw: Any) -> Any:
-    """'' / 'none' / null: no check; else a hex digest, or NAME=HEX pairs separated by commas."""
-    if raw is None or (isinstance(raw, str) and raw.strip().lower() in _UNSET):
-        return None
-    return raw.strip() if isinstance(raw, str) else raw
-
-
 Sha256 = Annotated[
     Annotated[
         str,
         Field(pattern=r"^([A-Za-z0-9._/-]{1,200}=)?[0-9a-f]{64}(,([A-Za-z0-9._/-]{1,200}=)?[0-9a-f]{64})*$"),
     ]
     | None,
-    BeforeValidator(_sha256_list),
+    BeforeValidator(_unset_or_text),  # '' / 'none' / null: no check
     Allowed("must be unset (null), a sha256 hex digest, or FILE=DIGEST pairs separated by commas"),
 ]
 PipIndexUrl = Annotated[
@@ -789,3 +786,36 @@ def _line(key: str, detail: ErrorDetails, context: Mapping[str, Any]) -> str:
         )
     reason = detail["msg"] if detail["type"] == "setting" else allowed(key)
     return f"{key} = {value!r}: {reason}"
+
+
+# --- reading cdk.json ----------------------------------------------------------------------------
+
+
+def cdk_json_context(cdk_json: Path = CDK_JSON) -> dict[str, Any]:
+    """The context block of ``cdk_json``: the feature flags and every setting's default.
+
+    cdk.json is the only place the defaults live, so a missing file is an error that says so.
+    """
+    if not cdk_json.is_file():
+        raise FileNotFoundError(
+            f"{cdk_json} is missing: it holds the app's feature flags and every setting's default; "
+            "restore it from git (git checkout -- cdk.json)"
+        )
+    context: dict[str, Any] = json.loads(cdk_json.read_text())["context"]
+    return context
+
+
+def cli_context(overrides: Mapping[str, Any] | None = None, *, cdk_json: Path = CDK_JSON) -> dict[str, Any]:
+    """cdk.json's context with ``-c`` overrides, as the CDK CLI passes it: keys set to null dropped."""
+    merged = {**cdk_json_context(cdk_json), **(overrides or {})}
+    return {key: value for key, value in merged.items() if value is not None}
+
+
+def load_config(overrides: Mapping[str, Any] | None = None, *, cdk_json: Path = CDK_JSON) -> AppConfig:
+    """The configuration `cdk synth` would use with these ``-c`` overrides (for tools and tests).
+
+    A missing ``cdk_json`` is a FileNotFoundError that says so, a bad value a ConfigError.
+    """
+    return AppConfig.from_context(
+        cli_context(overrides, cdk_json=cdk_json), images_dir=IMAGES_DIR, project_dir=PROJECT_DIR
+    )

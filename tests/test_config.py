@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from app import IMAGES_DIR, PROJECT_DIR, cdk_json_context, load_config
-from stacks.config import KNOWN_KEYS, SETTING_KEYS, AppConfig, ConfigError, allowed
+from stacks.config import KNOWN_KEYS, SETTING_KEYS, AppConfig, ConfigError, allowed, cli_context
 
 
 def config_with(overrides: dict[str, Any], *, images_dir: Path = IMAGES_DIR) -> AppConfig:
@@ -439,9 +439,22 @@ def test_the_local_runner_reads_cdk_json_and_has_no_copy_of_its_defaults(tmp_pat
         deployed_settings(tmp_path / "cdk.json")
 
 
-def test_a_missing_cdk_json_is_an_error_that_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import app
-
-    monkeypatch.setattr(app, "CDK_JSON", tmp_path / "cdk.json")
+def test_a_missing_cdk_json_is_an_error_that_says_so(tmp_path: Path) -> None:
+    # Given no cdk.json where the config is read from
+    missing = tmp_path / "cdk.json"
+    # Then every reader (the app, the doctor's context, the tools) says which file is missing and why
     with pytest.raises(FileNotFoundError, match=r"cdk\.json is missing: it holds .* every setting's default"):
-        app.load_config()
+        load_config(cdk_json=missing)
+    with pytest.raises(FileNotFoundError, match=r"cdk\.json is missing"):
+        cli_context({}, cdk_json=missing)
+
+
+def test_cli_context_drops_nulls_and_applies_overrides() -> None:
+    # Given cdk.json (with null defaults) and overrides, one of them null
+    context = cli_context({"llama_memory_mb": "4096", "log_level": None})
+    # Then the override wins, a null override unsets its key, and no key is null (as the CDK CLI passes it)
+    assert context["llama_memory_mb"] == "4096"
+    assert "log_level" not in context
+    assert "alarm_email" not in context
+    assert None not in context.values()
+    assert load_config({"llama_memory_mb": "4096"}).llama.memory_mb == 4096
