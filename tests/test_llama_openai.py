@@ -22,19 +22,17 @@ import jsonschema
 import llama_cpp
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageFunctionToolCall
 from pydantic import BaseModel, Field
 
 from lambda_common.streaming import StreamingResponse
-from local.functions import LocalOptions, build_plans
-from local.rie import ROOT
-from local.stack import LocalStack
 from tests.conftest import function_url_event
-from tests.harness import shared_stack
+from tests.harness import shared_stack, streaming_stack
 from tests.test_llama_handler import FakeContext, load_handler
 
 pytestmark = pytest.mark.slow
 
-WEATHER = {
+WEATHER: Any = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -50,7 +48,7 @@ WEATHER = {
         },
     },
 }
-TIME = {
+TIME: Any = {
     "type": "function",
     "function": {
         "name": "get_time",
@@ -62,7 +60,7 @@ TIME = {
         },
     },
 }
-QUESTION = [{"role": "user", "content": "What is the weather in Paris?"}]
+QUESTION: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 RECORD_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -104,9 +102,12 @@ class Llama(BaseModel):
 
 
 @pytest.fixture(scope="module")
-def handler() -> types.ModuleType:
+def handler() -> Iterator[types.ModuleType]:
+    """This module's own handler, its Function URL in RESPONSE_STREAM mode (undone at the module's end)."""
     module, _ = load_handler()
-    return module
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(module.app, "url_streaming", True)
+        yield module
 
 
 class FunctionUrlTransport:
@@ -118,6 +119,7 @@ class FunctionUrlTransport:
     """
 
     def __init__(self, handler: types.ModuleType) -> None:
+        assert handler.app.url_streaming, "the handler fixture puts the URL in RESPONSE_STREAM mode"
         self.handler = handler
         self.requests: list[dict[str, Any]] = []
 
@@ -128,7 +130,6 @@ class FunctionUrlTransport:
         event = function_url_event(
             request.method, request.url.path, body or None, headers=dict(request.headers)
         )
-        self.handler.app.url_streaming = True
         answer = self.handler.lambda_handler(event, FakeContext())
         if isinstance(answer, StreamingResponse):
             assert answer.prelude is not None
@@ -358,7 +359,7 @@ def test_a_tool_call_round_trip(client: openai.OpenAI, model: str, choice: Any, 
         messages=QUESTION,
         tools=[WEATHER],
         tool_choice="none",
-        max_tokens=1,  # type: ignore[list-item]
+        max_tokens=1,
     )
     assert final.usage is not None
     assert baseline.usage is not None
@@ -379,6 +380,7 @@ def test_required_with_parallel_calls_gives_only_well_formed_calls(client: opena
     assert 1 <= len(calls) <= 8
     assert len({call.id for call in calls}) == len(calls)
     for call in calls:
+        assert isinstance(call, ChatCompletionMessageFunctionToolCall)
         assert call.function.name in ("get_weather", "get_time")
         if choice.finish_reason == "tool_calls":
             assert isinstance(json.loads(call.function.arguments), dict)
@@ -524,27 +526,39 @@ def test_completion_logprobs_in_the_legacy_shape(client: openai.OpenAI, model: s
 
 
 def test_fields_that_cannot_change_the_answer_are_accepted(client: openai.OpenAI, model: str) -> None:
-    completion = client.chat.completions.create(
-        model=model,
-        messages=[{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
-        max_tokens=4,
-        metadata={"team": "llamas"},
-        store=False,
-        user="someone",
-        service_tier="auto",
-        parallel_tool_calls=True,
-        stream_options=None,
-        seed=3,
-        prediction={"type": "content", "content": "Hello"},
-        reasoning_effort="low",
-        modalities=["text"],
-        safety_identifier="abc",
-        prompt_cache_key="k",
-        n=1,
-        logit_bias={},
-        extra_body={"top_k": 20, "temperature": None},
-    )
-    assert completion.choices[0].message.content is not None
+    # Given fields OpenAI clients send that this server accepts and ignores (temperature null: the default)
+    ignored: dict[str, Any] = {
+        "metadata": {"team": "llamas"},
+        "store": False,
+        "user": "someone",
+        "service_tier": "auto",
+        "parallel_tool_calls": True,
+        "stream_options": None,
+        "prediction": {"type": "content", "content": "Hello"},
+        "reasoning_effort": "low",
+        "modalities": ["text"],
+        "safety_identifier": "abc",
+        "prompt_cache_key": "k",
+        "n": 1,
+        "logit_bias": {},
+    }
+    messages: Any = [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+
+    def ask(extra_body: dict[str, Any], **fields: Any) -> str | None:
+        completion = client.chat.completions.create(
+            model=model, messages=messages, max_tokens=4, seed=3, extra_body=extra_body, **fields
+        )
+        content: str | None = completion.choices[0].message.content
+        return content
+
+    # When the same seeded request is sent with and without them
+    with_fields = ask({"top_k": 20, "temperature": None}, **ignored)
+    without = ask({"top_k": 20})
+    # Then it is answered, and the answer is the one the bare request gets (seeded, default temperature)
+    assert with_fields is not None
+    assert with_fields == without
+    # And at temperature 0 as well
+    assert ask({"top_k": 20}, temperature=0, **ignored) == ask({"top_k": 20}, temperature=0)
 
 
 def _error(transport: FunctionUrlTransport, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -820,33 +834,10 @@ def test_pydantic_ai_gets_a_structured_answer(handler: types.ModuleType, model: 
 # ------------------------------------------------------------------ over HTTP, on the local stack
 
 
-@pytest.fixture(scope="module")
-def roomy_stack() -> Iterator[LocalStack]:
-    """The generator alone on the local stack, room for whole answers (the shared one caps 16 tokens)."""
-    options = LocalOptions(
-        only="llama",
-        llama_invoke_port=0,
-        llama_url_port=0,
-        timeout_s={"llama": 120},
-        extra_environment={"llama": {"MAX_TOKENS_LIMIT": "256", "DEFAULT_MAX_TOKENS": "64"}},
-    )
-    lines: list[str] = []
-    stack = LocalStack(
-        build_plans(options, echo=lines.append),
-        echo=lines.append,
-        log_dir=ROOT / ".cache" / "local" / "test-logs-openai",
-    )
-    stack.start()
-    try:
-        stack.warm_up()
-        yield stack
-    finally:
-        stack.stop()
-
-
-def test_on_the_local_stack_parse_and_a_streamed_tool_round_trip(roomy_stack: LocalStack) -> None:
-    # Given the OpenAI SDK pointed at the generator's local Function URL
-    url = roomy_stack.functions["llama"].url.rstrip("/")
+def test_on_the_local_stack_parse_and_a_streamed_tool_round_trip() -> None:
+    # Given the OpenAI SDK pointed at the generator's local Function URL (the streaming tests' stack:
+    # room for whole answers, where the shared one caps 16 tokens)
+    url = streaming_stack().functions["llama"].url.rstrip("/")
     sdk = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
     model = sdk.models.list().data[0].id
     # When it parses a structured answer
@@ -862,7 +853,7 @@ def test_on_the_local_stack_parse_and_a_streamed_tool_round_trip(roomy_stack: Lo
     with sdk.chat.completions.stream(
         model=model,
         messages=QUESTION,
-        tools=[WEATHER],  # type: ignore[list-item]
+        tools=[WEATHER],
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
         temperature=0,
         max_tokens=60,
