@@ -24,7 +24,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from lambda_common.app import FunctionApp, Invocation
-from lambda_common.errors import OPENAI, InternalError, InvalidRequest
+from lambda_common.errors import OPENAI, InternalError
 from lambda_common.metrics import DEFAULT_NAMESPACE, RequestMetrics
 from lambda_common.streaming import Stream, StreamingResponse
 from lambda_common.tracing import XRayTracing
@@ -383,8 +383,3 @@ def test_with_tracing_on_each_part_of_a_request_is_a_subsegment_of_the_invocatio
     assert {d["parent_id"] for d in documents} == {parent}
     assert documents[1]["annotations"] == {"path": "/v1/stream"}
     assert all(d["end_time"] >= d["start_time"] for d in documents)
-
-
-def test_invalid_request_kinds_keep_their_codes() -> None:
-    """The codes the dashboard's refusal graph shows are the errors' own (a 400 is not renamed)."""
-    assert InvalidRequest.code == "invalid_value"
