@@ -88,6 +88,11 @@ def test_a_refused_response_does_not_end_the_loop(stub: RuntimeApiStub) -> None:
     # When the loop posts it, then it returns to ask for the next invocation instead of raising
     answer = invoke(stub, lambda event, context: {"big": True})
     assert answer.path.endswith("/response")
+    # And that next invocation is served and answered
+    stub.response_status = 202
+    after = invoke(stub, lambda event, context: {"id": context.aws_request_id}, request_id="req-2")
+    assert after.path == "/2018-06-01/runtime/invocation/req-2/response"
+    assert after.json() == {"id": "req-2"}
 
 
 # --- streamed answers ------------------------------------------------------------------------------
