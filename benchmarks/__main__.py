@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import machine, report
-from benchmarks.cost import load_prices, snapstart_results
+from benchmarks.batch_bench import BatchSettings
+from benchmarks.cost import snapstart_results
 from benchmarks.embeddings_bench import EmbeddingsBenchConfig
 from benchmarks.llama_bench import LlamaBenchConfig
+from benchmarks.prices import load_prices
 from benchmarks.projection import project
-from local.functions import Deployed
+from stacks.config import AppConfig, FunctionConfig, load_config
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -85,7 +87,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def llama_config(args: argparse.Namespace, deployed: Deployed) -> LlamaBenchConfig:
+def llama_config(args: argparse.Namespace, deployed: FunctionConfig) -> LlamaBenchConfig:
     from local.models import embedded_gguf
 
     cfg = LlamaBenchConfig(
@@ -101,7 +103,7 @@ def llama_config(args: argparse.Namespace, deployed: Deployed) -> LlamaBenchConf
     return cfg
 
 
-def embeddings_config(args: argparse.Namespace, deployed: Deployed) -> EmbeddingsBenchConfig:
+def embeddings_config(args: argparse.Namespace, config: AppConfig) -> EmbeddingsBenchConfig:
     from local.functions import prepare_embeddings_model
     from local.models import EMBEDDINGS_MODEL_ID, embedded_embeddings_model
 
@@ -109,15 +111,15 @@ def embeddings_config(args: argparse.Namespace, deployed: Deployed) -> Embedding
     model_id = args.embeddings_model_id or (
         EMBEDDINGS_MODEL_ID if args.embeddings_model is None else source.name
     )
-    backend = args.embeddings_backend or deployed.backend
+    backend = args.embeddings_backend or config.embeddings_model.backend
     model_dir = prepare_embeddings_model(source, model_id, echo=progress) if backend == "onnx" else source
     cfg = EmbeddingsBenchConfig(
         model_dir=model_dir,
         model_id=model_id,
         backend=backend,
-        memory_mb=args.embeddings_memory_mb or deployed.memory_mb,
+        memory_mb=args.embeddings_memory_mb or config.embeddings.memory_mb,
         source_dir=source,
-        threads=deployed.threads,
+        threads=config.embeddings.threads,
         log_dir=LOG_DIR,
     )
     if args.quick:
@@ -186,16 +188,19 @@ def run_embeddings(cfg: EmbeddingsBenchConfig, region: str) -> dict[str, Any]:
     return out
 
 
-def run_batch(cfg: EmbeddingsBenchConfig, args: argparse.Namespace) -> dict[str, Any]:
+def run_batch(
+    cfg: EmbeddingsBenchConfig, args: argparse.Namespace, settings: BatchSettings
+) -> dict[str, Any]:
     """The bulk-embedding function against the online handler, and its projected price."""
     from benchmarks import batch_bench
 
-    records = 64 if args.quick else batch_bench.batch_settings().items_per_batch
+    records = 64 if args.quick else settings.items_per_batch
     rounds = 1 if args.quick else 5
     return batch_bench.run(
         cfg.model_dir,
         cfg.model_id,
         cfg.backend,
+        settings=settings,
         records=records,
         rounds=rounds,
         region=args.region,
@@ -243,9 +248,7 @@ def projection(results: dict[str, Any], region: str) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    from local.functions import deployed_settings
-
-    deployed = deployed_settings()
+    config = load_config()  # cdk.json, read and validated once for the whole run
     described = machine.describe()
     cpus = int(described["visible_cpus"])
     results: dict[str, Any] = {
@@ -261,14 +264,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
 
     if args.only in (None, "llama"):
-        results["llama"] = run_llama(llama_config(args, deployed["llama"]))
+        results["llama"] = run_llama(llama_config(args, config.llama))
     if args.only in (None, "embeddings"):
-        cfg = embeddings_config(args, deployed["embeddings"])
+        cfg = embeddings_config(args, config)
         results["embeddings"] = run_embeddings(cfg, args.region)
-        results["batch"] = run_batch(cfg, args)
+        results["batch"] = run_batch(cfg, args, BatchSettings.of(config))
 
     results["projection"] = projection(results, args.region)
-    results["cost"] = snapstart_results(args.region)
+    results["cost"] = snapstart_results(args.region, config)
     results["busy"] = busy_note(before, machine.load_average(), cpus)
     results["duration_s"] = round(time.perf_counter() - started, 1)
     if results["busy"].get("warning"):

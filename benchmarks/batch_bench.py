@@ -37,10 +37,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.embeddings_bench import WORDS
 from benchmarks.stats import summarize
+
+if TYPE_CHECKING:
+    from stacks.config import AppConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 EMBEDDINGS_DIR = ROOT / "lambda_images" / "embeddings"
@@ -69,24 +72,20 @@ COST_METHOD = (
 
 @dataclass(frozen=True)
 class BatchSettings:
-    """The batch function's settings from cdk.json."""
+    """What the projected price needs of the batch function's settings (tests give their own)."""
 
     memory_mb: int
     architecture: str
     items_per_batch: int
 
-
-def batch_settings(cdk_json: Path = ROOT / "cdk.json") -> BatchSettings:
-    """Memory and batch size of the batch function, read through ``stacks.config`` (no CDK import)."""
-    from stacks.config import AppConfig
-
-    context = json.loads(cdk_json.read_text())["context"]
-    config = AppConfig.from_context(context, images_dir=ROOT / "lambda_images", project_dir=ROOT)
-    return BatchSettings(
-        memory_mb=int(config.batch.memory_mb),
-        architecture=str(config.embeddings.architecture),
-        items_per_batch=int(config.batch.items_per_batch),
-    )
+    @classmethod
+    def of(cls, config: AppConfig) -> BatchSettings:
+        """The batch function as cdk.json configures it (it runs on the embeddings image's architecture)."""
+        return cls(
+            memory_mb=config.batch.memory_mb,
+            architecture=config.embeddings.architecture,
+            items_per_batch=config.batch.items_per_batch,
+        )
 
 
 # ------------------------------------------------------------------ the worker
@@ -323,6 +322,7 @@ def run(
     model_id: str,
     backend: str,
     *,
+    settings: BatchSettings,
     records: int,
     rounds: int,
     region: str,
@@ -331,7 +331,6 @@ def run(
     """results.json's ``batch`` block."""
     from lambda_common.cpu import default_threads, visible_cpus
 
-    settings = batch_settings()
     threads = default_threads(settings.memory_mb, visible_cpus())
     progress(
         f"batch: {records} records a batch, the batch function at {settings.memory_mb} MB -> {threads} "

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks import lambda_logs
 from benchmarks.cost_model import (
@@ -57,23 +57,11 @@ from benchmarks.prices import (
     normalise_architecture,
 )
 
+if TYPE_CHECKING:
+    from stacks.config import AppConfig, FunctionConfig
+
 ROOT = Path(__file__).resolve().parent.parent
 CDK_JSON = ROOT / "cdk.json"
-FUNCTIONS = ("llama", "embeddings")
-
-__all__ = [
-    # Re-exported for modules that import them from here (benchmarks.projection, benchmarks.__main__).
-    "PRICES_PATH",
-    "CostInputError",
-    "PriceBook",
-    "Tokens",
-    "Workload",
-    "duration_from_throughput",
-    "estimate",
-    "load_prices",
-    "main",
-]
-
 
 # ---------------------------------------------------------------------------
 # Text for an estimate
@@ -233,46 +221,30 @@ def snapstart_json(cost: SnapStartCost, *, hours: Decimal, restores: int, versio
 # The two functions as cdk.json configures them
 
 
-@dataclass(frozen=True)
-class FunctionSetting:
-    """One function's billing-relevant settings from cdk.json."""
-
-    name: str
-    memory_mb: int
-    architecture: str
-    snap_start: bool | None
-    """The function's SnapStart setting, when the configuration has one."""
-
-
-def configured_functions(cdk_json: Path = CDK_JSON) -> dict[str, FunctionSetting]:
-    """Memory and architecture of both functions, read from cdk.json through ``stacks.config``.
+def configured_functions(cdk_json: Path = CDK_JSON) -> dict[str, FunctionConfig]:
+    """Both functions' settings (memory, architecture, SnapStart), read from cdk.json by ``stacks.config``.
 
     No CDK import: ``stacks.config`` validates the context on its own, as
     for ``make local``. A bad or missing file is a ``CostInputError``.
     """
-    from stacks.config import AppConfig
+    from stacks.config import load_config
 
     try:
-        context = json.loads(cdk_json.read_text())["context"]
-        config = AppConfig.from_context(context, images_dir=ROOT / "lambda_images", project_dir=ROOT)
+        config = load_config(cdk_json=cdk_json)
     except (OSError, KeyError, ValueError) as exc:
         raise CostInputError(f"cannot read the functions' settings from {cdk_json}: {exc}") from None
-    settings = {}
-    for name in FUNCTIONS:
-        function = getattr(config, name)
-        snap = getattr(function, "snap_start", None)
-        settings[name] = FunctionSetting(
-            name=name,
-            memory_mb=int(function.memory_mb),
-            architecture=str(function.architecture),
-            snap_start=None if snap is None else bool(snap),
-        )
-    return settings
+    return functions_of(config)
+
+
+def functions_of(config: AppConfig) -> dict[str, FunctionConfig]:
+    """The two functions' settings by name (``llama``, ``embeddings``)."""
+    return {"llama": config.llama, "embeddings": config.embeddings}
 
 
 @dataclass(frozen=True)
 class FunctionCost:
-    setting: FunctionSetting
+    name: str
+    setting: FunctionConfig
     request: Estimate
     """One request of the given duration."""
     snapstart: SnapStartCost | None
@@ -281,10 +253,10 @@ class FunctionCost:
 
 
 def function_costs(
-    settings: dict[str, FunctionSetting], *, region: str, duration_ms: Decimal, book: PriceBook
+    settings: dict[str, FunctionConfig], *, region: str, duration_ms: Decimal, book: PriceBook
 ) -> list[FunctionCost]:
     out = []
-    for setting in settings.values():
+    for name, setting in settings.items():
         request = estimate(
             Workload(
                 memory_mb=setting.memory_mb,
@@ -302,7 +274,11 @@ def function_costs(
             missing = None
         except CostInputError as exc:
             snap, missing = None, str(exc)
-        out.append(FunctionCost(setting=setting, request=request, snapstart=snap, snapstart_missing=missing))
+        out.append(
+            FunctionCost(
+                name=name, setting=setting, request=request, snapstart=snap, snapstart_missing=missing
+            )
+        )
     return out
 
 
@@ -323,9 +299,9 @@ def functions_text(costs: list[FunctionCost], book: PriceBook, *, region: str, o
         per_second = Decimal(s.memory_mb) / 1024 * c.request.rate.gb_second
         idle = usd(c.snapstart.idle_per_month) if c.snapstart else "not priced"
         restore = usd(c.snapstart.per_restore) if c.snapstart else "not priced"
-        setting = "(none in cdk.json)" if s.snap_start is None else ("on" if s.snap_start else "off")
+        setting = "on" if s.snap_start else "off"
         lines.append(
-            f"{s.name:<11} {s.memory_mb:>6,} MB  {s.architecture:<7} {usd(c.request.per_request):>13} "
+            f"{c.name:<11} {s.memory_mb:>6,} MB  {s.architecture:<7} {usd(c.request.per_request):>13} "
             f"{usd(per_second):>11} {idle:>21} {restore:>12}  {setting}"
         )
     notes = [
@@ -373,7 +349,7 @@ def functions_json(costs: list[FunctionCost], *, region: str) -> dict[str, Any]:
     return {
         "region": region,
         "functions": {
-            c.setting.name: {
+            c.name: {
                 "memory_mb": c.setting.memory_mb,
                 "architecture": c.setting.architecture,
                 "snap_start": c.setting.snap_start,
@@ -390,15 +366,16 @@ def functions_json(costs: list[FunctionCost], *, region: str) -> dict[str, Any]:
     }
 
 
-def snapstart_results(region: str = DEFAULT_REGION, cdk_json: Path = CDK_JSON) -> dict[str, Any]:
+def snapstart_results(region: str = DEFAULT_REGION, config: AppConfig | None = None) -> dict[str, Any]:
     """results.json's ``cost`` block: SnapStart's idle monthly cost of each function at cdk.json's memory.
 
+    ``config``: the configuration already read (default: read cdk.json).
     ``snapstart_idle_usd_per_month`` maps function -> dollars (rounded to
     cents), or None where prices.json has no SnapStart price for ``region``
     (``snapstart_basis.missing`` then says why).
     """
     book = load_prices()
-    settings = configured_functions(cdk_json)
+    settings = configured_functions() if config is None else functions_of(config)
     idle: dict[str, float | None] = {}
     missing: dict[str, str] = {}
     for name, setting in settings.items():

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.cost import load_prices
+from benchmarks.prices import load_prices
 from benchmarks.projection import lambda_threads, usd_per_million
 from lambda_common.limits import MB_PER_VCPU
 

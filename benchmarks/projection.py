@@ -14,7 +14,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from benchmarks.cost import PriceBook, Tokens, Workload, duration_from_throughput, estimate, load_prices
+from benchmarks.cost_model import Tokens, Workload, duration_from_throughput, estimate
+from benchmarks.prices import PriceBook, load_prices
 from lambda_common.cpu import default_threads
 from lambda_common.limits import MB_PER_VCPU
 
