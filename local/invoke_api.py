@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import base64
 import json
-import select
 import socket
 import threading
 import time
@@ -39,7 +38,7 @@ from urllib.parse import unquote, urlsplit
 
 from local import eventstream
 from local.runtime_api import Call, Done, LocalFunction
-from local.url_front import HOP_BY_HOP, MAX_PAYLOAD_BYTES, BackgroundServer, Logger
+from local.url_front import HOP_BY_HOP, MAX_PAYLOAD_BYTES, BackgroundServer, Logger, next_event
 
 INVOKE_PREFIX = "/2015-03-31/functions/"
 INVOKE_SUFFIX = "/invocations"
@@ -138,13 +137,6 @@ class InvokeApiHandler(BaseHTTPRequestHandler):
         self._reply(200, headers, outcome.body)
         return f" [{outcome.error.error_type}]" if outcome.error else ""
 
-    def _client_gone(self) -> bool:
-        try:
-            readable, _, _ = select.select([self.connection], [], [], 0)
-            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
-        except OSError:
-            return True
-
     def _stream(self, call: Call, tail: bool, since: int) -> str:
         """The answer as event-stream messages, each sent as one HTTP chunk as soon as it is read."""
         try:
@@ -155,11 +147,9 @@ class InvokeApiHandler(BaseHTTPRequestHandler):
             self.send_header("transfer-encoding", "chunked")
             self.end_headers()
             while True:
-                event = call.next_event(0.2)
+                event = next_event(call, self.connection)
                 if event is None:
-                    if self._client_gone():
-                        raise ConnectionResetError("the client went away")
-                    continue
+                    raise ConnectionResetError("the client went away")
                 if isinstance(event, bytes):
                     for message in eventstream.payload_chunks(event):
                         self.wfile.write(b"%x\r\n%s\r\n" % (len(message), message))

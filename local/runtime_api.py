@@ -64,6 +64,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from io import BufferedIOBase
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol, Self
 
@@ -76,6 +77,8 @@ MAX_BUFFERED_BYTES = 6 * 1024 * 1024
 ERROR_TYPE = "Lambda-Runtime-Function-Error-Type"
 ERROR_BODY = "Lambda-Runtime-Function-Error-Body"
 ACCOUNT = "000000000000"
+DISCARD_LIMIT_BYTES = 64 * 1024 * 1024
+"""A refused body up to this size is read and dropped before the error; beyond, the connection is cut."""
 
 Logger = Callable[[str], None]
 
@@ -785,6 +788,52 @@ def _exit_text(code: int | None) -> str:
 # ---------------------------------------------------------------------- the HTTP side
 
 
+class BodyTooLarge(Exception):
+    """A request body over the limit it was read with (the rest of it is left unread)."""
+
+
+def read_chunks(
+    rfile: BufferedIOBase, *, limit: int | None = None, trailers: dict[str, str] | None = None
+) -> Iterator[bytes]:
+    """The pieces of a chunked HTTP body as they arrive; its trailers go into ``trailers``.
+
+    Raises ValueError for a malformed chunk size, ConnectionError when the body ends early, and
+    BodyTooLarge before reading a piece that would take the body over ``limit`` bytes.
+    """
+    total = 0
+    while True:
+        line = rfile.readline(4096)
+        if not line:
+            raise ConnectionError("the connection closed mid-body")
+        size = int(line.split(b";", 1)[0], 16)  # int() drops the surrounding whitespace and CRLF
+        if size < 0:
+            raise ValueError(f"negative chunk size {size}")
+        if size == 0:
+            while True:
+                trailer = rfile.readline(65536)
+                if not trailer or trailer in (b"\r\n", b"\n"):
+                    return
+                name, _, value = trailer.decode("latin-1").partition(":")
+                if trailers is not None:
+                    trailers[name.strip().lower()] = value.strip()
+        total += size
+        if limit is not None and total > limit:
+            raise BodyTooLarge(f"the body is over {limit} bytes")
+        data = rfile.read(size)
+        if len(data) < size:
+            raise ConnectionError("the connection closed mid-chunk")
+        rfile.readline(8)  # the CRLF after the chunk
+        yield data
+
+
+def discard(rfile: BufferedIOBase, length: int, limit: int = DISCARD_LIMIT_BYTES) -> None:
+    """Read and drop a refused body of ``length`` bytes (at most ``limit``), so the sender sees the answer."""
+    remaining = min(length, limit)
+    with contextlib.suppress(OSError):
+        while remaining > 0 and (data := rfile.read(min(remaining, 1 << 16))):
+            remaining -= len(data)
+
+
 class _RuntimeApiServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -830,51 +879,20 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
     def _accepted(self) -> None:
         self._answer(202, {"status": "OK"})
 
+    def _chunked(self) -> bool:
+        return "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+
     def _read_body(self, limit: int | None = None) -> bytes | None:
         """The whole request body (None if it is over ``limit``: the rest is left unread)."""
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            parts: list[bytes] = []
-            total = 0
-            for chunk in self._chunks():
-                total += len(chunk)
-                if limit is not None and total > limit:
-                    return None
-                parts.append(chunk)
-            return b"".join(parts)
+        if self._chunked():
+            try:
+                return b"".join(read_chunks(self.rfile, limit=limit))
+            except BodyTooLarge:
+                return None
         length = int(self.headers.get("Content-Length") or 0)
         if limit is not None and length > limit:
             return None
         return self.rfile.read(length) if length else b""
-
-    def _discard(self, limit: int = 64 * 1024 * 1024) -> None:
-        """Read and drop what is left of a refused body (up to ``limit`` bytes)."""
-        with contextlib.suppress(OSError, ValueError):
-            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-                return  # _read_body stopped mid-chunk: the connection is closed instead
-            remaining = min(int(self.headers.get("Content-Length") or 0), limit)  # none of it was read
-            while remaining > 0 and (data := self.rfile.read(min(remaining, 1 << 16))):
-                remaining -= len(data)
-
-    def _chunks(self, trailers: dict[str, str] | None = None) -> Iterator[bytes]:
-        """The pieces of a chunked body as they arrive; the trailers go into ``trailers``."""
-        while True:
-            line = self.rfile.readline(4096)
-            if not line:
-                raise ConnectionError("the runtime closed the connection mid-body")
-            size = int(line.split(b";", 1)[0].strip() or b"0", 16)
-            if size == 0:
-                while True:
-                    trailer = self.rfile.readline(65536)
-                    if not trailer or trailer in (b"\r\n", b"\n"):
-                        return
-                    name, _, value = trailer.decode("latin-1").partition(":")
-                    if trailers is not None:
-                        trailers[name.strip().lower()] = value.strip()
-            data = self.rfile.read(size)
-            if len(data) < size:
-                raise ConnectionError("the runtime closed the connection mid-chunk")
-            self.rfile.readline(8)
-            yield data
 
     def _current(self, request_id: str) -> tuple[Environment, Call] | None:
         env = self.server.function.environment()
@@ -953,7 +971,10 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
             return
         body = self._read_body(MAX_BUFFERED_BYTES)
         if body is None:
-            self._discard()  # so that the runtime reads the 413 rather than a broken pipe
+            # So that the runtime reads the 413 rather than a broken pipe (none of a Content-Length
+            # body was read; a chunked one stopped mid-chunk, and the connection is closed instead).
+            if not self._chunked():
+                discard(self.rfile, int(self.headers.get("Content-Length") or 0))
             self.close_connection = True
             error = FunctionError.of(
                 "Function.ResponseSizeTooLarge",
@@ -978,8 +999,8 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
         call.begin(Head(content_type, streaming=True))
         trailers: dict[str, str] = {}
         try:
-            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-                for chunk in self._chunks(trailers):
+            if self._chunked():
+                for chunk in read_chunks(self.rfile, trailers=trailers):
                     call.put(chunk)
             else:
                 call.put(self._read_body() or b"")

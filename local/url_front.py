@@ -55,13 +55,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal, Self
 from urllib.parse import parse_qsl, urlsplit
 
-from local.runtime_api import HTTP_INTEGRATION, Call, Done, Event, Head, InvokeOutcome, LocalFunction
+from local.runtime_api import (
+    HTTP_INTEGRATION,
+    BodyTooLarge,
+    Call,
+    Done,
+    Event,
+    Head,
+    InvokeOutcome,
+    LocalFunction,
+    discard,
+    read_chunks,
+)
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 """Lambda's buffered request and response payload limit (6 MB)."""
-
-DISCARD_LIMIT_BYTES = 64 * 1024 * 1024
-"""An oversized body up to this size is read and dropped before the 413; beyond, the connection is cut."""
 
 TEXT_MEDIA_TYPES = frozenset({"application/json", "application/xml", "application/javascript"})
 HOP_BY_HOP = frozenset(
@@ -263,12 +271,28 @@ def map_streamed_response(outcome: InvokeOutcome) -> tuple[HttpAnswer, str | Non
     return HttpAnswer(status, headers, body), None
 
 
-class _RequestTooLarge(Exception):
-    pass
-
-
 class _BadRequest(Exception):
     pass
+
+
+def _client_gone(connection: socket.socket) -> bool:
+    """True when the HTTP client closed its connection (it reads as the end of the stream)."""
+    try:
+        readable, _, _ = select.select([connection], [], [], 0)
+        return bool(readable) and connection.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
+def next_event(call: Call, connection: socket.socket) -> Event | None:
+    """The invoke's next event; None (and the invoke cancelled) once the HTTP client has gone."""
+    while True:
+        event = call.next_event(0.2)
+        if event is not None:
+            return event
+        if _client_gone(connection):
+            call.cancel()
+            return None
 
 
 class FunctionUrlHandler(BaseHTTPRequestHandler):
@@ -288,7 +312,10 @@ class FunctionUrlHandler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("transfer-encoding", "").lower():
-            return self._read_chunked()
+            try:
+                return b"".join(read_chunks(self.rfile, limit=MAX_PAYLOAD_BYTES))
+            except (ValueError, ConnectionError):
+                raise _BadRequest("malformed chunked encoding") from None
         length_header = self.headers.get("content-length")
         if not length_header:
             return b""
@@ -299,37 +326,9 @@ class FunctionUrlHandler(BaseHTTPRequestHandler):
         if length < 0:
             raise _BadRequest(f"invalid Content-Length {length_header!r}")
         if length > MAX_PAYLOAD_BYTES:
-            self._discard(length)
-            raise _RequestTooLarge(length)
+            discard(self.rfile, length)  # so that the client sees the 413 rather than a broken pipe
+            raise BodyTooLarge(f"the body is over {MAX_PAYLOAD_BYTES} bytes")
         return self.rfile.read(length)
-
-    def _discard(self, length: int) -> None:
-        # Read what the client is sending so it sees the 413 rather than a broken pipe.
-        remaining = min(length, DISCARD_LIMIT_BYTES)
-        while remaining > 0:
-            chunk = self.rfile.read(min(remaining, 1 << 16))
-            if not chunk:
-                break
-            remaining -= len(chunk)
-
-    def _read_chunked(self) -> bytes:
-        chunks: list[bytes] = []
-        total = 0
-        while True:
-            line = self.rfile.readline(1024).strip()
-            try:
-                size = int(line.split(b";", 1)[0], 16)
-            except ValueError:
-                raise _BadRequest("malformed chunked encoding") from None
-            if size == 0:
-                while self.rfile.readline(1024).strip():
-                    pass  # trailers
-                return b"".join(chunks)
-            total += size
-            if total > MAX_PAYLOAD_BYTES:
-                raise _RequestTooLarge(total)
-            chunks.append(self.rfile.read(size))
-            self.rfile.readline(8)  # CRLF after the chunk
 
     def setup(self) -> None:
         super().setup()
@@ -353,7 +352,7 @@ class FunctionUrlHandler(BaseHTTPRequestHandler):
         note = None
         try:
             body = self._read_body()
-        except _RequestTooLarge:
+        except BodyTooLarge:
             self.close_connection = True  # the unread body would poison the connection
             answer, note = _error_answer(413, "Request Entity Too Large"), "request body over 6 MB"
         except _BadRequest as exc:
@@ -386,31 +385,13 @@ class FunctionUrlHandler(BaseHTTPRequestHandler):
 
     # -- RESPONSE_STREAM
 
-    def _client_gone(self) -> bool:
-        """True when the HTTP client closed its connection (it reads as the end of the stream)."""
-        try:
-            readable, _, _ = select.select([self.connection], [], [], 0)
-            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
-        except OSError:
-            return True
-
-    def _next_event(self, call: Call) -> Event | None:
-        """The invoke's next event; None (and the invoke cancelled) once the client has gone."""
-        while True:
-            event = call.next_event(0.2)
-            if event is not None:
-                return event
-            if self._client_gone():
-                call.cancel()
-                return None
-
     def _stream(self, call: Call, request_id: str) -> tuple[int | str, str | None]:
         """Send the answer as the function produces it; the status sent (or why none was) and a note."""
         head: Head | None = None
         ended: Done | None = None
         buffered = b""
         while ended is None:
-            event = self._next_event(call)
+            event = next_event(call, self.connection)
             if event is None:
                 return "gone", "the client went away before the answer began"
             if isinstance(event, Done):
@@ -471,7 +452,7 @@ class FunctionUrlHandler(BaseHTTPRequestHandler):
             self._chunk(first)
             done = ended
             while done is None:
-                event = self._next_event(call)
+                event = next_event(call, self.connection)
                 if event is None:
                     self.close_connection = True
                     return status, "the client went away mid-stream; the invoke was cancelled"
