@@ -157,14 +157,6 @@ def stream_rows(lm: dict[str, Any]) -> list[str]:
     ]
 
 
-def _value(results: dict[str, Any], dotted: str) -> Any:
-    """A figure results.json may lack (an older run): None then."""
-    try:
-        return lookup(results, dotted)
-    except KeyError:
-        return None
-
-
 def features_table(results: dict[str, Any]) -> list[str]:
     """SnapStart, structured output, metrics and bulk embedding, each against its comparison."""
     lm, em = results["llama"], results["embeddings"]

@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from benchmarks.llama_bench import BareSide, LlamaBenchConfig, PromptMaker, sampling
-from benchmarks.stats import summarize
+from benchmarks.stats import median_or_none, summarize
 from lambda_common.cpu import default_threads, visible_cpus
 from local.stack import RunningFunction
 
@@ -316,7 +316,9 @@ def summarise(
         "stream_vs_bare_first_token": first["stream"]["median"] / first["bare"]["median"],
         "stream_vs_bare_tokens_per_s": rates["stream"]["median"] / rates["bare"]["median"],
         "stream_tokens": summarize([float(a.events) for a in stream["stream"]])["median"],
-        "stream_reported_tokens": _median_or_none([a.reported_tokens for a in stream["stream"]]),
+        "stream_reported_tokens": median_or_none(
+            [None if a.reported_tokens is None else float(a.reported_tokens) for a in stream["stream"]]
+        ),
         "stream_threads": threads,
         "stream_logged_threads": logged,
         "stream_method": STREAM_METHOD,
@@ -341,8 +343,3 @@ def summarise(
             "free_chat_first_token_ms": chat_first["free"],
         },
     }
-
-
-def _median_or_none(values: list[int | None]) -> float | None:
-    present = [float(v) for v in values if v is not None]
-    return summarize(present)["median"] if present else None

@@ -9,7 +9,7 @@ the CDK.
 
 Re-check both lists when AWS opens a region or extends a feature; each names
 its source and the date it was read. ``function_url_refusal`` and
-``snapstart_refusal`` word the refusal once for the rule and the preflight.
+``snapstart_refusal`` word the template rules' refusals.
 """
 
 from __future__ import annotations
@@ -51,20 +51,20 @@ Both also lack Function URLs today, so the Function URL rule refuses them first.
 """
 
 
-def function_url_refusal(region: str | None = None) -> str:
-    """Why this stack cannot go to ``region`` (None: "this region", as the rule says it) and what to do."""
+def function_url_refusal() -> str:
+    """Why this stack cannot go to a region without Function URLs, and what to do (the rule's words)."""
     return (
-        f"Lambda Function URLs do not exist in {region or 'this region'}, and both functions of this "
+        "Lambda Function URLs do not exist in this region, and both functions of this "
         "stack are served by one. Deploy to a region that has them (for example us-east-1, eu-west-1 "
         "or ap-southeast-1) by setting AWS_REGION or --region. Regions without them: "
         f"{', '.join(FUNCTION_URL_UNSUPPORTED_REGIONS)}."
     )
 
 
-def snapstart_refusal(keys: Sequence[str], region: str | None = None) -> str:
-    """Why SnapStart, turned on by ``keys``, cannot be used in ``region`` (None: "this region")."""
+def snapstart_refusal(keys: Sequence[str]) -> str:
+    """Why SnapStart, turned on by ``keys``, cannot be used in a region without it (the rule's words)."""
     return (
-        f"Lambda SnapStart does not exist in {region or 'this region'}, and {' and '.join(keys)} "
+        f"Lambda SnapStart does not exist in this region, and {' and '.join(keys)} "
         f"turn it on. Set {' and '.join(f'{key}=false' for key in keys)} or deploy to another region. "
         f"Regions without SnapStart: {', '.join(SNAPSTART_UNSUPPORTED_REGIONS)}."
     )
