@@ -67,8 +67,6 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     result = job.run(event, deadline)
     logger.info(
         "batch done",
-        extra={
-            key: result[key] for key in ("batch", "items", "embedded", "tokens", "bad_records", "seconds")
-        },
+        extra={key: result[key] for key in LOGGED},
     )
     return result

@@ -15,8 +15,6 @@ generated. docs/llama.md describes the API.
 
 from __future__ import annotations
 
-import os
-
 from lambda_common.auth import ApiKeyGuard
 from lambda_common.cpu import resolve_threads
 from llama_app.api import GeneratorApi
@@ -32,7 +30,6 @@ app.configure(
     guard=ApiKeyGuard.from_environment(),
     max_body_bytes=settings.max_body_bytes,
     deadline_margin_ms=settings.deadline_margin_ms,
-    url_streaming=os.environ.get("FUNCTION_URL_INVOKE_MODE", "BUFFERED").upper() == "RESPONSE_STREAM",
 )
 INIT_MS = app.ready(warm_up=engine.warm_up)
 app.logger.info(

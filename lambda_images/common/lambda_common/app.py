@@ -84,11 +84,15 @@ class Invocation:
     via: Via
     path: str
     """The route's path (``direct`` invokes: the path of the route the payload selected)."""
-    headers: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def cold_start(self) -> bool:
         return self.start != "warm"
+
+    @property
+    def label(self) -> str:
+        """What the logs call this way in: the URL path, or ``direct`` for a direct invoke."""
+        return self.path if self.via == "url" else "direct"
 
 
 @dataclass(frozen=True)
@@ -180,16 +184,8 @@ class RawPayloadHandler:
         self.app = app
 
     def __call__(self, payload: Any, context: Any) -> Any:
-        event = payload
-        if isinstance(payload, bytes | bytearray):  # from the runtime loop; in-process callers may pass JSON
-            try:
-                event = decode_json(bytes(payload), max_bytes=LAMBDA_PAYLOAD_LIMIT, what="payload")
-            except RequestError as error:
-                record = self.app.metrics.begin(self.app.lifecycle.take_start())
-                answer = self.app._direct_error(error, self.app.native)
-                self.app.metrics.flush(record)
-                return answer
-        return self.app.handle(event, context, stream=True)
+        # Bytes from the runtime loop; in-process callers may pass decoded JSON.
+        return self.app.handle(payload, context, stream=True)
 
 
 class FunctionApp:
@@ -215,7 +211,10 @@ class FunctionApp:
         self.max_body_bytes = LAMBDA_PAYLOAD_LIMIT
         self.max_response_bytes = LAMBDA_PAYLOAD_LIMIT
         self.deadline_margin_ms = 1000.0
-        self.url_streaming = False
+        self.url_streaming = (
+            os.environ.get("FUNCTION_URL_INVOKE_MODE", "BUFFERED").upper() == "RESPONSE_STREAM"
+        )
+        """Function URL answers framed for streaming: the URL's invoke mode, which the stack sets."""
         self.lifecycle = Lifecycle()
         """This environment's init, restore and first-invocation state."""
         self.routes: dict[tuple[str, str], RouteSpec] = {}
@@ -357,6 +356,11 @@ class FunctionApp:
             self.metrics.flush(record)
 
     def _handle(self, event: Any, context: Any, request_id: str, start: StartKind, stream: bool) -> Any:
+        if isinstance(event, bytes | bytearray):  # a raw payload: decoded with the body's bounds
+            try:
+                event = decode_json(bytes(event), max_bytes=LAMBDA_PAYLOAD_LIMIT, what="payload")
+            except RequestError as error:
+                return self._direct_error(error, self.native)
         deadline = Deadline.of(context, self.deadline_margin_ms)
         if is_function_url_event(event):
             problem = _url_event_problem(event)
@@ -380,8 +384,7 @@ class FunctionApp:
         if path != event["rawPath"]:
             http = {**event["requestContext"]["http"], "path": path}
             event = {**event, "rawPath": path, "requestContext": {**event["requestContext"], "http": http}}
-        headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
-        invocation = Invocation(request_id, deadline, start, "url", path, headers)
+        invocation = Invocation(request_id, deadline, start, "url", path)
         token = self._invocation.set(invocation)
         try:
             result: dict[str, Any] = self.resolver.resolve(event, context)

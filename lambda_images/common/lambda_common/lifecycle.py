@@ -42,20 +42,15 @@ def process_age_ms() -> float:
 class Lifecycle:
     """Init and restore timings, and whether the next invocation is this environment's first."""
 
-    def __init__(self, started: float | None = None) -> None:
-        self.started = started
+    def __init__(self) -> None:
         self.init_ms: float | None = None
         self.restored = False
         self.restore_ms: float | None = None
         self._first = True
 
     def init_done(self) -> float:
-        """Mark the end of the init work; returns its duration in milliseconds (from the process start,
-        or from ``started`` when given, on the ``time.perf_counter`` clock)."""
-        if self.started is None:
-            self.init_ms = process_age_ms()
-        else:
-            self.init_ms = (time.perf_counter() - self.started) * 1000.0
+        """Mark the end of the init work; returns its duration in milliseconds from the process start."""
+        self.init_ms = process_age_ms()
         return self.init_ms
 
     def take_start(self) -> StartKind:

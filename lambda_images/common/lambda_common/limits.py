@@ -5,8 +5,5 @@ from __future__ import annotations
 LAMBDA_PAYLOAD_LIMIT = 6 * 1024 * 1024
 """Largest buffered request or response payload of an invocation (6 MB = 6,291,456 bytes)."""
 
-STREAMED_RESPONSE_LIMIT = 200 * 1024 * 1024
-"""Largest streamed response (Function URL in RESPONSE_STREAM mode, InvokeWithResponseStream)."""
-
 MB_PER_VCPU = 1769
 """Memory that buys one vCPU of CPU time on Lambda (AWS Lambda developer guide)."""

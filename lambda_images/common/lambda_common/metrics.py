@@ -47,7 +47,6 @@ from aws_lambda_powertools.metrics.provider.cloudwatch_emf.metric_properties imp
 from lambda_common.lifecycle import StartKind
 
 NAMESPACE_VARIABLE = "POWERTOOLS_METRICS_NAMESPACE"
-DISABLED_VARIABLE = "POWERTOOLS_METRICS_DISABLED"
 DEFAULT_NAMESPACE = "LlmInference"
 """The namespace when POWERTOOLS_METRICS_NAMESPACE is unset (make local): the default stack name."""
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from lambda_common.errors import ErrorFamily, InternalError, RequestError
@@ -106,12 +106,9 @@ class StreamingResponse:
     content_type: str
     chunks: Iterator[bytes]
     prelude: dict[str, Any] | None = None
-    on_close: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:
-        """Stop producing (the caller went away): closes the chunk generator and runs the close hooks."""
+        """Stop producing (the caller went away): closes the chunk generator."""
         close = getattr(self.chunks, "close", None)
         if close is not None:
             close()
-        for hook in self.on_close:
-            hook()

@@ -213,7 +213,7 @@ class EmbeddingsApi:
             dimensions=request.dimensions,
         )
         embedded = service.embed(request.inputs, options, ResponseShape("float", **TEI_SHAPE), call.deadline)
-        self._log(call.path if call.via == "url" else "direct", embedded)
+        self._log(call.label, embedded)
         body = EmbedResponse.model_construct(root=as_json_floats(embedded.vectors))
         return Reply(body, headers=_tei_headers(embedded, self.compute_type))
 

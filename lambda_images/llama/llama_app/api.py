@@ -451,7 +451,7 @@ class GeneratorApi:
         else:
             prompt = self.engine.prepare_text(request.prompt or "")
         run = self.engine.generate(prompt, params, call.deadline)
-        route = call.path if call.via == "url" else "direct"
+        route = call.label
         if not request.stream:
             gen = run.finish()
             self._log(route, gen, streamed=False)

@@ -23,6 +23,7 @@ answer is never labelled success.
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import contextlib
 import ctypes
@@ -337,8 +338,9 @@ class Engine:
                     final = stops.feed(decoder.decode(piece))
                     if final:
                         text.append(final)
-                        emitted += len(final.encode("utf-8"))
-                        run._covered = _covered(token_ends, emitted)
+                        if token_ends:  # only log probabilities need to know what is out
+                            emitted += len(final.encode("utf-8"))
+                            run._covered = _covered(token_ends, emitted)
                         yield final
                     if stops.stopped:
                         finish = "stop"
@@ -367,8 +369,9 @@ class Engine:
             rest = stops.flush() + decoder.decode(b"", final=True).rstrip("\ufffd")
             if rest:
                 text.append(rest)
-                emitted += len(rest.encode("utf-8"))
-                run._covered = _covered(token_ends, emitted)
+                if token_ends:
+                    emitted += len(rest.encode("utf-8"))
+                    run._covered = _covered(token_ends, emitted)
                 yield rest
         sampled = times[:completion]
         decode_s = sampled[-1] - sampled[0] if len(sampled) > 1 else 0.0
@@ -539,11 +542,8 @@ class _GrammarCheckedSampler:
 
 
 def _covered(token_ends: Sequence[int], emitted: int) -> int:
-    """How many tokens have all their bytes inside the ``emitted`` bytes of text."""
-    count = 0
-    while count < len(token_ends) and token_ends[count] <= emitted:
-        count += 1
-    return count
+    """How many tokens have all their bytes inside the ``emitted`` bytes of text (ends never decrease)."""
+    return bisect.bisect_right(token_ends, emitted)
 
 
 _GRAMMAR_CHECK = threading.Lock()

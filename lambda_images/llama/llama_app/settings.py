@@ -12,6 +12,8 @@ from pathlib import Path, PurePosixPath
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lambda_common.limits import LAMBDA_PAYLOAD_LIMIT
+
 
 class LlamaSettings(BaseSettings):
     """Environment variables of the llama.cpp generator (names are the field names, upper case)."""
@@ -74,7 +76,7 @@ class LlamaSettings(BaseSettings):
     max_body_bytes: int = Field(
         default=1_048_576,
         ge=1024,
-        le=6_291_456,
+        le=LAMBDA_PAYLOAD_LIMIT,
         description="Largest request body accepted on the Function URL (else 413); Lambda's own cap is 6 MB.",
     )
     deadline_margin_ms: int = Field(
