@@ -64,11 +64,16 @@ HANDLER = textwrap.dedent(
         yield b"two"
 
     def endless(name):
+        # Pieces until the caller goes away: it ends by itself only once its gate opens
+        # (the sleep paces the pieces; no test depends on it).
+        gate = GATES / f"gate-{name}"
         sent = 0
         try:
-            for sent in range(1, 201):
+            while not gate.exists():
+                sent += 1
                 yield f"piece {sent}\\n".encode()
                 time.sleep(0.05)
+            (GATES / f"ended-{name}").write_text(str(sent))
         finally:
             (GATES / f"closed-{name}").write_text(str(sent))
 
@@ -260,7 +265,7 @@ def test_url_front_answers_502_for_a_function_error_before_the_first_byte(functi
 def test_a_client_that_disconnects_stops_the_stream(function: LocalFunction, gates: Path) -> None:
     pid = invoke(function, "pid").payload()["pid"]
     with FunctionUrlFront(function, port=0, invoke_mode="RESPONSE_STREAM", log=lambda line: None) as front:
-        # Given a 200-piece stream, read by a client that leaves after the first piece
+        # Given a stream that goes on until its gate opens, read by a client that leaves after one piece
         connection = http.client.HTTPConnection("127.0.0.1", front.port, timeout=30)
         connection.request("GET", "/endless/e")
         response = connection.getresponse()
@@ -273,7 +278,9 @@ def test_a_client_that_disconnects_stops_the_stream(function: LocalFunction, gat
                 break
             time.sleep(0.05)
         assert closed.exists()
-        assert int(closed.read_text()) < 200
+        # before its end (this test never opens its gate): only the caller's leaving can have stopped it
+        assert not (gates / "gates" / "ended-e").exists()
+        assert int(closed.read_text()) >= 1
     assert invoke(function, "pid").payload()["pid"] == pid
 
 
