@@ -134,17 +134,15 @@ def embeddings_config(args: argparse.Namespace, config: AppConfig) -> Embeddings
 def run_llama(cfg: LlamaBenchConfig) -> dict[str, Any]:
     """The generator: handler and bare, then streaming, structured output, metrics and SnapStart."""
     from benchmarks import llama_bench, metrics_bench, snapstart_bench, stream_bench
-    from lambda_common.cpu import default_threads, visible_cpus
 
     out = llama_bench.run(cfg, progress)
     out.update(stream_bench.run(cfg, progress))
     out.update(metrics_bench.run_llama(cfg, progress))
-    threads = cfg.threads or default_threads(cfg.memory_mb, visible_cpus())
     out.update(
         snapstart_bench.run(
             "llama",
             {"llama_model": cfg.gguf, "memory_mb": {"llama": cfg.memory_mb}},
-            {"N_THREADS": str(threads)},
+            {"N_THREADS": str(cfg.handler_threads)},
             lambda n: {
                 "prompt": f"Note {n}. {SNAPSTART_PROMPT}",
                 "n-generate": 1,
@@ -162,11 +160,9 @@ def run_embeddings(cfg: EmbeddingsBenchConfig, region: str) -> dict[str, Any]:
     """The embeddings function: handler and bare, then metrics, SnapStart and the memory settings."""
     from benchmarks import embeddings_bench, metrics_bench, snapstart_bench
     from benchmarks.memory_settings import memory_settings
-    from lambda_common.cpu import default_threads, visible_cpus
 
     out = embeddings_bench.run(cfg, progress)
     out.update(metrics_bench.run_embeddings(cfg, progress))
-    threads = cfg.threads or default_threads(cfg.memory_mb, visible_cpus())
     model = {
         "embeddings_model": cfg.source_dir,
         "embeddings_model_id": cfg.model_id,
@@ -177,7 +173,7 @@ def run_embeddings(cfg: EmbeddingsBenchConfig, region: str) -> dict[str, Any]:
         snapstart_bench.run(
             "embeddings",
             model,
-            {"N_THREADS": str(threads)},
+            {"N_THREADS": str(cfg.handler_threads)},
             lambda n: {"inputs": [f"entry {n}: mountain villages keep old recipes"]},
             repeats=cfg.cold_repeats,
             log_dir=cfg.log_dir / "snapstart-embeddings",

@@ -78,6 +78,11 @@ class EmbeddingsBenchConfig:
     """Also measure the bare pipeline at 1..visible CPUs threads (a short query and a 32-text batch)."""
     log_dir: Path = field(default_factory=lambda: Path(".cache/bench"))
 
+    @property
+    def handler_threads(self) -> int:
+        """The handler's thread count: ``threads``, else its CPU-share default on this machine's CPUs."""
+        return self.threads or default_threads(self.memory_mb, visible_cpus())
+
 
 class TextMaker:
     """Texts of an exact token count (special tokens included), different from each other."""
@@ -211,7 +216,7 @@ def _logged(log_text: str, message: str) -> dict[str, Any]:
 
 def run(cfg: EmbeddingsBenchConfig, progress: Progress) -> dict[str, Any]:
     cpus = visible_cpus()
-    threads = cfg.threads or default_threads(cfg.memory_mb, cpus)
+    threads = cfg.handler_threads
     progress(
         f"embeddings: {cfg.model_id} ({cfg.backend}), handler at {cfg.memory_mb} MB -> {threads} thread(s) "
         f"on {cpus} CPU(s)"

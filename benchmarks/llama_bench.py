@@ -53,6 +53,11 @@ class LlamaBenchConfig:
     """N_THREADS as cdk.json configures it; None: the handler's CPU-share default."""
     log_dir: Path = field(default_factory=lambda: Path(".cache/bench"))
 
+    @property
+    def handler_threads(self) -> int:
+        """The handler's thread count: ``threads``, else its CPU-share default on this machine's CPUs."""
+        return self.threads or default_threads(self.memory_mb, visible_cpus())
+
 
 @dataclass(frozen=True)
 class Timed:
@@ -147,6 +152,18 @@ class BareSide:
         seconds = time.perf_counter() - started
         usage = result["usage"]  # type: ignore[index]  # stream=False returns one response
         return Timed(seconds, int(usage["prompt_tokens"]), int(usage["completion_tokens"]))
+
+
+def token_counter(gguf: Path) -> Callable[[str], int]:
+    """``BareSide.count_tokens`` without the weights: the model's vocabulary alone (``vocab_only``)."""
+    from llama_cpp import Llama
+
+    vocabulary = Llama(model_path=str(gguf), vocab_only=True, verbose=False)
+
+    def count_tokens(text: str) -> int:
+        return len(vocabulary.tokenize(text.encode("utf-8"), add_bos=True))
+
+    return count_tokens
 
 
 class HandlerSide:
@@ -303,7 +320,7 @@ def _logged_threads(log: Path) -> int | None:
 def run(cfg: LlamaBenchConfig, progress: Progress) -> dict[str, Any]:
     """Cold starts, warm speeds (handler and bare, alternating) and the thread sweep."""
     cpus = visible_cpus()
-    threads = cfg.threads or default_threads(cfg.memory_mb, cpus)
+    threads = cfg.handler_threads
     settings = handler_settings()
     progress(f"llama: {cfg.gguf.name}, handler at {cfg.memory_mb} MB -> {threads} thread(s) on {cpus} CPU(s)")
 

@@ -33,6 +33,21 @@ METHOD = (
 )
 
 
+def alternating(
+    rounds: int,
+    measure: Callable[[str], float],
+    after_round: Callable[[int, dict[str, list[float]]], None] | None = None,
+) -> dict[str, list[float]]:
+    """``measure("on")`` and ``measure("off")`` once a round, which goes first alternating."""
+    got: dict[str, list[float]] = {"on": [], "off": []}
+    for i in range(rounds):
+        for name in ("on", "off") if i % 2 == 0 else ("off", "on"):
+            got[name].append(measure(name))
+        if after_round is not None:
+            after_round(i, got)
+    return got
+
+
 def metrics_off(spec: FunctionSpec) -> FunctionSpec:
     return replace(spec, name=f"{spec.name}-metrics-off", environment={**spec.environment, **OFF})
 
@@ -63,25 +78,23 @@ def _generation(
 
 def run_llama(cfg: llama_bench.LlamaBenchConfig, progress: Progress) -> dict[str, Any]:
     """``llama.metrics_off_vs_on_tokens_per_s``: generation speed with metrics off over on."""
-    from lambda_common.cpu import default_threads, visible_cpus
-
-    threads = cfg.threads or default_threads(cfg.memory_mb, visible_cpus())
-    bare = llama_bench.BareSide(cfg.gguf, threads)  # its tokenizer sizes the prompts
-    prompts = llama_bench.PromptMaker(bare.count_tokens)
+    prompts = llama_bench.PromptMaker(llama_bench.token_counter(cfg.gguf))
     spec = llama_bench.function_spec(cfg.gguf, cfg.memory_mb, cfg.threads)
-    speeds: dict[str, list[float]] = {"on": [], "off": []}
     rounds = max(cfg.repeats, 2)
+
+    def report(i: int, speeds: dict[str, list[float]]) -> None:
+        progress(
+            f"llama: metrics {i + 1}/{rounds}: on {speeds['on'][-1]:.1f} tokens/s, "
+            f"off {speeds['off'][-1]:.1f} tokens/s"
+        )
+
     with on_and_off(spec, cfg.log_dir, "llama") as functions:
         sides = {name: llama_bench.HandlerSide(function) for name, function in functions.items()}
         for side in sides.values():
             side.complete(prompts.make(16), 1)  # pays the init
-        for i in range(rounds):
-            for name in ("on", "off") if i % 2 == 0 else ("off", "on"):
-                speeds[name].append(_generation(sides[name], prompts, cfg.n_generate))
-            progress(
-                f"llama: metrics {i + 1}/{rounds}: on {speeds['on'][-1]:.1f} tokens/s, "
-                f"off {speeds['off'][-1]:.1f} tokens/s"
-            )
+        speeds = alternating(
+            rounds, lambda name: _generation(sides[name], prompts, cfg.n_generate), after_round=report
+        )
     return summarise_llama(speeds)
 
 
@@ -99,19 +112,13 @@ def summarise_llama(speeds: dict[str, list[float]]) -> dict[str, Any]:
 
 def run_embeddings(cfg: embeddings_bench.EmbeddingsBenchConfig, progress: Progress) -> dict[str, Any]:
     """``embeddings.metrics_off_vs_on_p50``: warm latency of one text with metrics off over on."""
-    from lambda_common.cpu import default_threads, visible_cpus
-
-    threads = cfg.threads or default_threads(cfg.memory_mb, visible_cpus())
-    bare = load(cfg.backend, cfg.model_dir, threads)  # its tokenizer sizes the text
+    bare = load(cfg.backend, cfg.model_dir, cfg.handler_threads)  # its tokenizer sizes the text
     texts = embeddings_bench.TextMaker(bare.count_tokens)
     one = [texts.make(min(cfg.single_tokens, bare.max_seq_length))]
-    latency: dict[str, list[float]] = {"on": [], "off": []}
     with on_and_off(embeddings_bench.function_spec(cfg), cfg.log_dir, "embeddings") as functions:
         for function in functions.values():
             embeddings_bench.handler_embed(function, ["warm up"])
-        for i in range(cfg.repeats):
-            for name in ("on", "off") if i % 2 == 0 else ("off", "on"):
-                latency[name].append(embeddings_bench.handler_embed(functions[name], one))
+        latency = alternating(cfg.repeats, lambda name: embeddings_bench.handler_embed(functions[name], one))
     out = summarise_embeddings(latency)
     progress(
         f"embeddings: one text with metrics on {out['metrics_on_p50_ms']:.1f} ms (p50), "

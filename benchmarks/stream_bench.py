@@ -36,7 +36,6 @@ from urllib.parse import urlsplit
 
 from benchmarks.llama_bench import BareSide, LlamaBenchConfig, PromptMaker, sampling
 from benchmarks.stats import median_or_none, summarize
-from lambda_common.cpu import default_threads, visible_cpus
 from local.stack import RunningFunction
 
 Progress = Callable[[str], None]
@@ -226,7 +225,7 @@ def model_name(function: RunningFunction) -> str:
 
 def run(cfg: LlamaBenchConfig, progress: Progress) -> dict[str, Any]:
     """Streaming against the bare library, and JSON-schema against free generation, alternating."""
-    threads = cfg.threads or default_threads(cfg.memory_mb, visible_cpus())
+    threads = cfg.handler_threads
     bare = BareSide(cfg.gguf, threads)
     prompts = PromptMaker(bare.count_tokens)
     stream: dict[str, list[Streamed]] = {"stream": [], "bare": []}
