@@ -230,6 +230,8 @@ def test_concurrent_requests_queue_in_one_environment(echo_stack: RunningFunctio
     # Given one execution environment (Lambda would start more; locally they queue)
     pids_before = echo_stack.runtime_pids()
     assert pids_before
+    log = echo_stack.function.log_path
+    logged_before = log.stat().st_size
     results: list[int] = []
 
     def call() -> None:
@@ -245,6 +247,11 @@ def test_concurrent_requests_queue_in_one_environment(echo_stack: RunningFunctio
     assert results == [200] * 6
     assert echo_stack.emulator_alive()
     assert echo_stack.runtime_pids() == pids_before
+    # And one after the other: each START follows the previous END in the function's log
+    with log.open("rb") as handle:
+        handle.seek(logged_before)
+        lines = [line for line in handle.read().decode().splitlines() if line.startswith(("START", "END"))]
+    assert [line.split()[0] for line in lines] == ["START", "END"] * 6
 
 
 @pytest.mark.slow
@@ -361,6 +368,8 @@ def test_a_function_error_is_a_502() -> None:
     assert "timed out" in note
 
 
-def test_os_environ_is_not_changed_by_the_stack() -> None:
-    # The stack passes the Lambda variables to the runtime process only.
+def test_os_environ_is_not_changed_by_the_stack(echo_stack: RunningFunction) -> None:
+    # Given the stack started and serving (its runtime process gets the Lambda variables)
+    assert request(echo_stack, "GET", "/pid")[0] == 200
+    # Then this process did not get them: the stack passes them to the runtime process only
     assert "AWS_LAMBDA_FUNCTION_NAME" not in os.environ
