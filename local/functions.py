@@ -28,7 +28,7 @@ from typing import Literal
 from local.models import EMBEDDINGS_MODEL_ID, embedded_embeddings_model, embedded_gguf
 from local.rie import IMAGES, ROOT, FunctionSpec
 from local.stack import FunctionPlan
-from local.url_front import INVOKE_MODES, InvokeMode
+from stacks.config import UrlInvokeMode
 
 FunctionKey = Literal["llama", "embeddings"]
 FUNCTION_KEYS: tuple[FunctionKey, ...] = ("llama", "embeddings")
@@ -50,7 +50,7 @@ class Deployed:
     timeout_s: int
     threads: int | None
     log_level: str
-    url_invoke_mode: str
+    url_invoke_mode: UrlInvokeMode
     """How the function's URL frames answers (RESPONSE_STREAM or BUFFERED), as FUNCTION_URL_INVOKE_MODE."""
     snap_start: bool
     """Deployed with SnapStart: a local run can then go through the snapshot lifecycle."""
@@ -108,7 +108,7 @@ class LocalOptions:
     """Timeout per function key, instead of cdk.json's."""
     extra_environment: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     """More variables per function key (tests tighten generation limits this way)."""
-    url_invoke_mode: Mapping[str, InvokeMode] = field(default_factory=dict)
+    url_invoke_mode: Mapping[str, UrlInvokeMode] = field(default_factory=dict)
     """Function URL invoke mode per function key, instead of cdk.json's."""
     snap_start: Mapping[str, bool] = field(default_factory=dict)
     """Whether to run the SnapStart lifecycle, per function key, instead of cdk.json's ``*_snap_start``."""
@@ -137,11 +137,9 @@ def _common_environment(key: FunctionKey, deployed: Deployed, options: LocalOpti
     return env
 
 
-def _url_invoke_mode(key: FunctionKey, deployed: Deployed, options: LocalOptions) -> InvokeMode:
-    mode = options.url_invoke_mode.get(key, deployed.url_invoke_mode)
-    if mode not in INVOKE_MODES:
-        raise ValueError(f"{key}: URL invoke mode must be one of {', '.join(INVOKE_MODES)}, not {mode!r}")
-    return mode  # type: ignore[return-value]  # checked just above
+def _url_invoke_mode(key: FunctionKey, deployed: Deployed, options: LocalOptions) -> UrlInvokeMode:
+    # Both are valid already: cdk.json's through stacks.config, the command line's through its choices.
+    return options.url_invoke_mode.get(key, deployed.url_invoke_mode)
 
 
 def _tree_fingerprint(folder: Path) -> str:

@@ -30,11 +30,11 @@ from local.runtime_api import LocalFunction, Snapshots
 from local.url_front import (
     FunctionUrlFront,
     HttpAnswer,
-    InvokeMode,
     build_event,
     map_response,
     map_streamed_response,
 )
+from stacks.config import UrlInvokeMode
 
 Echo = Callable[[str], None]
 
@@ -55,7 +55,7 @@ class FunctionPlan:
     url_port: int
     """Function URL port; 0 picks a free one."""
     description: str = ""
-    url_invoke_mode: InvokeMode = "BUFFERED"
+    url_invoke_mode: UrlInvokeMode = "BUFFERED"
     """How the Function URL answers: BUFFERED, or RESPONSE_STREAM (as the piece-by-piece answer comes)."""
     snap_start: bool = False
     """Initialise with ``AWS_LAMBDA_INITIALIZATION_TYPE=snap-start`` and go through the restore lifecycle."""

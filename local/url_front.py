@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Literal, Self
+from typing import Any, Self, get_args
 from urllib.parse import parse_qsl, urlsplit
 
 from local.runtime_api import (
@@ -67,6 +67,7 @@ from local.runtime_api import (
     discard,
     read_chunks,
 )
+from stacks.config import UrlInvokeMode
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 """Lambda's buffered request and response payload limit (6 MB)."""
@@ -80,8 +81,8 @@ PRELUDE_DELIMITER = b"\0" * 8
 MAX_PRELUDE_BYTES = 64 * 1024
 """A streamed answer whose prelude has not ended after this many bytes is refused (502)."""
 
-InvokeMode = Literal["BUFFERED", "RESPONSE_STREAM"]
-INVOKE_MODES: tuple[InvokeMode, ...] = ("BUFFERED", "RESPONSE_STREAM")
+INVOKE_MODES: tuple[UrlInvokeMode, ...] = get_args(UrlInvokeMode)
+"""A Function URL's invoke modes (the deployment's, ``stacks.config.UrlInvokeMode``)."""
 
 Logger = Callable[[str], None]
 
@@ -488,7 +489,7 @@ class FunctionUrlServer(ThreadingHTTPServer):
         function: LocalFunction,
         url_id: str,
         log: Logger,
-        invoke_mode: InvokeMode = "BUFFERED",
+        invoke_mode: UrlInvokeMode = "BUFFERED",
     ) -> None:
         if invoke_mode not in INVOKE_MODES:
             raise ValueError(f"invoke mode must be one of {', '.join(INVOKE_MODES)}, not {invoke_mode!r}")
@@ -542,14 +543,14 @@ class FunctionUrlFront(BackgroundServer):
         port: int,
         host: str = "127.0.0.1",
         url_id: str = "local",
-        invoke_mode: InvokeMode = "BUFFERED",
+        invoke_mode: UrlInvokeMode = "BUFFERED",
         log: Logger = print,
     ) -> None:
         server = FunctionUrlServer((host, port), function, url_id, log, invoke_mode)
         super().__init__(server, name=f"url-{port}")
 
     @property
-    def invoke_mode(self) -> InvokeMode:
+    def invoke_mode(self) -> UrlInvokeMode:
         server = self.server
         assert isinstance(server, FunctionUrlServer)
         return server.invoke_mode
