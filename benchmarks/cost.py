@@ -83,12 +83,12 @@ def breakdown(result: Estimate) -> str:
     ]
     if result.ephemeral_gb_seconds:
         lines.append(
-            f"  ephemeral   ({w.ephemeral_mb:,}-512)/1024 GB x {plain(seconds)} s x {w.requests:,} = "
-            f"{plain(result.ephemeral_gb_seconds)} GB-s x ${plain(r.ephemeral_gb_second)} "
+            f"  ephemeral   ({w.ephemeral_mb:,}-{result.ephemeral_included_mb})/1024 GB x {plain(seconds)} s "
+            f"x {w.requests:,} = {plain(result.ephemeral_gb_seconds)} GB-s x ${plain(r.ephemeral_gb_second)} "
             f"= {usd(result.ephemeral)}"
         )
     else:
-        lines.append("  ephemeral   512 MB is included = $0.00")
+        lines.append(f"  ephemeral   {result.ephemeral_included_mb} MB is included = $0.00")
     lines.append(
         f"  total       {usd(result.total)}  ({usd(result.per_request)} per request, "
         f"{usd(result.per_request * MILLION)} per million requests)"
@@ -125,7 +125,7 @@ def report(result: Estimate, book: PriceBook) -> str:
     out.append(line)
     out.append(f"  bill if this were the account's only Lambda use: {usd(result.total_after_free_tier())}")
     if result.ephemeral:
-        out.append("  (ephemeral storage above 512 MB is never free)")
+        out.append(f"  (ephemeral storage above {result.ephemeral_included_mb} MB is never free)")
     if result.managed:
         out.append("")
         out.append("Managed alternatives for the same tokens (a different model, so not the same quality):")

@@ -74,6 +74,12 @@ def check_memory(memory_mb: int, prices: PriceBook) -> None:
         raise CostInputError(f"memory must be between {low} and {high} MB, got {memory_mb}")
 
 
+def check_ephemeral(ephemeral_mb: int, prices: PriceBook) -> None:
+    low, high = prices.ephemeral_mb_range
+    if not low <= ephemeral_mb <= high:
+        raise CostInputError(f"ephemeral storage must be between {low} and {high} MB, got {ephemeral_mb}")
+
+
 # ---------------------------------------------------------------------------
 # A workload of one shape
 
@@ -121,11 +127,7 @@ class Workload:
 
     def validate(self, prices: PriceBook) -> None:
         check_memory(self.memory_mb, prices)
-        low, high = prices.ephemeral_mb_range
-        if not low <= self.ephemeral_mb <= high:
-            raise CostInputError(
-                f"ephemeral storage must be between {low} and {high} MB, got {self.ephemeral_mb}"
-            )
+        check_ephemeral(self.ephemeral_mb, prices)
         if self.duration_ms < 0:
             raise CostInputError(f"duration must not be negative, got {self.duration_ms} ms")
         if self.requests < 1:
@@ -155,6 +157,8 @@ class Estimate:
     request_cost: Decimal
     ephemeral_gb_seconds: Decimal
     ephemeral: Decimal
+    ephemeral_included_mb: int
+    """Ephemeral storage that comes with every function; only what is above it is billed."""
     free_tier: FreeTier
     managed: tuple[ManagedComparison, ...]
 
@@ -194,7 +198,7 @@ class Estimate:
         return inp, out
 
     def _ephemeral_per_gb_second_of_memory(self) -> Decimal:
-        extra_gb = Decimal(self.workload.ephemeral_mb - 512) / MB_PER_GB
+        extra_gb = Decimal(self.workload.ephemeral_mb - self.ephemeral_included_mb) / MB_PER_GB
         gb = Decimal(self.workload.memory_mb) / MB_PER_GB
         return extra_gb * self.rate.ephemeral_gb_second / gb
 
@@ -249,6 +253,7 @@ def estimate(workload: Workload, prices: PriceBook | None = None) -> Estimate:
         request_cost=workload.requests * rate.request,
         ephemeral_gb_seconds=ephemeral_gb_seconds,
         ephemeral=ephemeral_gb_seconds * rate.ephemeral_gb_second,
+        ephemeral_included_mb=book.ephemeral_included_mb,
         free_tier=book.free_tier,
         managed=comparisons,
     )
@@ -492,11 +497,7 @@ def price(
     items = tuple(records)
     if not items:
         raise CostInputError("no REPORT records to price")
-    low, high = prices.ephemeral_mb_range
-    if not low <= shape.ephemeral_mb <= high:
-        raise CostInputError(
-            f"ephemeral storage must be between {low} and {high} MB, got {shape.ephemeral_mb}"
-        )
+    check_ephemeral(shape.ephemeral_mb, prices)
     rate = prices.rate(shape.region, shape.architecture)
     restored = [r for r in items if r.restored]
     snap: SnapStartRate | None = None

@@ -7,6 +7,7 @@ this machine. Everything else runs the real code on the real price file.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -141,6 +142,43 @@ def test_ephemeral_storage_is_billed_above_512_mb_only(book: prices.PriceBook) -
     assert result.ephemeral_gb_seconds == Decimal(9500)
     assert result.ephemeral == Decimal(9500) * Decimal("0.0000000309")
     assert "(10,240-512)/1024 GB" in cost.breakdown(result)
+
+
+def test_the_included_ephemeral_storage_comes_from_the_price_book(book: prices.PriceBook) -> None:
+    # Given a price book that included 1,024 MB of /tmp, and a function with exactly that much
+    larger = dataclasses.replace(book, ephemeral_included_mb=1024)
+    tokens = Tokens(input=1000, input_per_s=Decimal(1000))
+    workload = Workload(
+        memory_mb=1024, duration_ms=Decimal(1000), requests=1, ephemeral_mb=1024, tokens=tokens
+    )
+
+    # When it is priced with each book
+    with_512 = cost_model.estimate(workload, book)
+    with_1024 = cost_model.estimate(workload, larger)
+
+    # Then only the storage above the book's included size is billed, in the total and per token alike
+    assert with_512.ephemeral > 0
+    assert (with_1024.ephemeral, with_1024.ephemeral_included_mb) == (Decimal(0), 1024)
+    assert with_512.per_million_by_kind()[0] > with_1024.per_million_by_kind()[0]  # type: ignore[operator]
+    assert with_1024.per_million_by_kind()[0] == Decimal(1024) / 1024 * Decimal("0.0000166667") * 1000
+    assert "1024 MB is included" in cost.breakdown(with_1024)
+
+
+@pytest.mark.parametrize("ephemeral_mb", [511, 10241])
+def test_ephemeral_storage_out_of_range_is_refused_alike_by_estimates_and_logs(
+    book: prices.PriceBook, ephemeral_mb: int
+) -> None:
+    # Given /tmp outside Lambda's 512-10,240 MB
+    message = f"ephemeral storage must be between 512 and 10240 MB, got {ephemeral_mb}"
+
+    # Then an estimate and the pricing of real REPORT lines refuse it with the same words
+    with pytest.raises(CostInputError, match=message):
+        cost_model.estimate(
+            Workload(memory_mb=1024, duration_ms=Decimal(1), requests=1, ephemeral_mb=ephemeral_mb), book
+        )
+    shape = lambda_logs.FunctionShape(region="us-east-1", architecture="x86_64", ephemeral_mb=ephemeral_mb)
+    with pytest.raises(CostInputError, match=message):
+        cost_model.price(lambda_logs.parse_lines([WARM]), shape, book)
 
 
 def test_arm64_uses_its_own_price(book: prices.PriceBook) -> None:
