@@ -12,7 +12,15 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from lambda_common.lifecycle import StartKind
@@ -356,6 +364,17 @@ class Prediction(_Request):
     content: Text | list[TextPart]
 
 
+REFUSED_CHAT_FIELDS: dict[str, str] = {
+    "audio": "audio output is not supported: this model writes text",
+    "functions": "functions is the deprecated form of tools; send tools",
+    "function_call": "function_call is the deprecated form of tool_choice; send tool_choice",
+    "web_search_options": "web search is not available to this model",
+    "verbosity": "verbosity cannot be honoured by this model; steer length with max_tokens",
+    "moderation": "moderation is not run by this function",
+}
+"""Chat fields that would change what the answer means: any value is a 400 with this reason."""
+
+
 class ChatCompletionRequest(_OpenAIRequest):
     """POST /v1/chat/completions."""
 
@@ -417,35 +436,10 @@ class ChatCompletionRequest(_OpenAIRequest):
             raise _unsupported('only text output is generated; send modalities ["text"] or none')
         return value
 
-    @field_validator("audio")
+    @field_validator(*REFUSED_CHAT_FIELDS)
     @classmethod
-    def _no_audio(cls, value: Any) -> Any:
-        raise _unsupported("audio output is not supported: this model writes text")
-
-    @field_validator("functions")
-    @classmethod
-    def _no_functions(cls, value: Any) -> Any:
-        raise _unsupported("functions is the deprecated form of tools; send tools")
-
-    @field_validator("function_call")
-    @classmethod
-    def _no_function_call(cls, value: Any) -> Any:
-        raise _unsupported("function_call is the deprecated form of tool_choice; send tool_choice")
-
-    @field_validator("web_search_options")
-    @classmethod
-    def _no_web_search(cls, value: Any) -> Any:
-        raise _unsupported("web search is not available to this model")
-
-    @field_validator("verbosity")
-    @classmethod
-    def _no_verbosity(cls, value: Any) -> Any:
-        raise _unsupported("verbosity cannot be honoured by this model; steer length with max_tokens")
-
-    @field_validator("moderation")
-    @classmethod
-    def _no_moderation(cls, value: Any) -> Any:
-        raise _unsupported("moderation is not run by this function")
+    def _refused(cls, value: Any, info: ValidationInfo) -> Any:
+        raise _unsupported(REFUSED_CHAT_FIELDS[str(info.field_name)])
 
     @model_validator(mode="after")
     def _consistent(self) -> ChatCompletionRequest:
