@@ -240,13 +240,28 @@ def call_url(
     return http_call(method, url, data, headers, timeout_s=timeout_s, on_chunk=on_chunk)
 
 
-def _lambda_client(session: Any, region: str | None, endpoint_url: str | None, timeout_s: float) -> Any:
-    """A Lambda client that waits ``timeout_s`` for an answer and never retries (a retry would run twice)."""
+def lambda_client(
+    session: Any,
+    region: str | None,
+    endpoint_url: str | None,
+    timeout_s: float,
+    *,
+    max_pool_connections: int = 10,
+) -> Any:
+    """A Lambda client that waits ``timeout_s`` for an answer and never retries (a retry would run twice).
+
+    ``max_pool_connections`` (botocore's default: 10) bounds the invokes it can have in flight at once.
+    """
     return (session or boto3.Session()).client(
         "lambda",
         region_name=region,
         endpoint_url=endpoint_url,
-        config=Config(read_timeout=timeout_s, connect_timeout=10, retries={"max_attempts": 1}),
+        config=Config(
+            read_timeout=timeout_s,
+            connect_timeout=10,
+            retries={"max_attempts": 1},
+            max_pool_connections=max_pool_connections,
+        ),
     )
 
 
@@ -260,7 +275,7 @@ def invoke_function(
     session: Any = None,
 ) -> Answer:
     """Invoke a function by name (RequestResponse), asking for the log tail's REPORT line."""
-    client = _lambda_client(session, region, endpoint_url, timeout_s)
+    client = lambda_client(session, region, endpoint_url, timeout_s)
     started = time.perf_counter()
     try:
         response = client.invoke(FunctionName=function_name, Payload=payload, LogType="Tail")
@@ -292,7 +307,7 @@ def invoke_streaming(
     session: Any = None,
 ) -> Answer:
     """Invoke with InvokeWithResponseStream, passing each PayloadChunk to ``on_chunk`` as it arrives."""
-    client = _lambda_client(session, region, endpoint_url, timeout_s)
+    client = lambda_client(session, region, endpoint_url, timeout_s)
     started = time.perf_counter()
     first: float | None = None
     parts: list[bytes] = []
@@ -338,9 +353,16 @@ def render(answer: Answer, out: TextIO, err: TextIO) -> None:
         out.write(answer.body.decode("utf-8", "replace"))
         if answer.body and not answer.body.endswith(b"\n"):
             out.write("\n")
+    write_summary(answer, err)
+
+
+def write_summary(answer: Answer, err: TextIO, *, events: int | None = None) -> None:
+    """To ``err``: status (and function error), ``events`` if counted, timings, Lambda's REPORT fields."""
     line = f"status {answer.status}"
     if answer.function_error:
         line += f", function error: {answer.function_error}"
+    if events is not None:
+        line += f"; {events} events"
     timings = ", ".join(
         f"{name.replace('_', ' ')} {value:.0f} ms" for name, value in answer.timings_ms.items()
     )

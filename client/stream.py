@@ -7,12 +7,16 @@ completion chunks (``choices[0].text``) and llama.cpp's ``/completion`` events
 its event is complete and flushes, so a terminal shows tokens as they come; an
 error event goes to ``err``. Anything that is not an event stream (a whole JSON
 answer, an error before the first byte) is kept for the caller to show whole.
+``with_stream_flag`` asks for a stream and ``finish`` shows the outcome, for the
+``url`` and ``invoke`` commands alike.
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any, TextIO
+
+from client.calls import Answer, ClientUsageError, render, write_summary
 
 
 class TokenPrinter:
@@ -62,6 +66,28 @@ class TokenPrinter:
             self.printed += 1
             self.out.write(text)
             self.out.flush()
+
+
+def with_stream_flag(data: bytes | None) -> bytes:
+    """The request body with ``"stream": true`` (it must be a JSON object)."""
+    try:
+        body = json.loads(data or b"{}")
+    except ValueError:
+        raise ClientUsageError("--stream needs --data to be a JSON object") from None
+    if not isinstance(body, dict):
+        raise ClientUsageError("--stream needs --data to be a JSON object")
+    return json.dumps({**body, "stream": True}).encode()
+
+
+def finish(answer: Answer, printer: TokenPrinter | None, out: TextIO, err: TextIO) -> int:
+    """Show the answer and return the exit status: a printed stream ends with a newline, its event
+    count and timings; anything else (not streamed, or not an event stream) is shown whole."""
+    if printer is None or not printer.is_event_stream:
+        render(answer, out, err)
+        return 0 if answer.ok else 1
+    out.write("\n")
+    write_summary(answer, err, events=printer.events)
+    return 0 if answer.ok and not printer.errors else 1
 
 
 def event_text(event: Any) -> str:

@@ -8,9 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from botocore.config import Config
-
-from client.calls import ClientUsageError, read_data
+from client.calls import ClientUsageError, lambda_client, read_data
 from client.cold_starts import MAX_INVOKES, METHODS, PROBE_VARIABLE, choose_method, describe_target, measure
 from client.commands import CommandIO
 
@@ -93,16 +91,8 @@ def run(args: argparse.Namespace, io: CommandIO) -> int:
     except ValueError as exc:
         raise ClientUsageError(f"--payload is not JSON: {exc}") from None
     session = io.session(args.profile)
-    lam = session.client(
-        "lambda",
-        region_name=args.region,
-        config=Config(
-            read_timeout=args.timeout,
-            connect_timeout=10,
-            retries={"max_attempts": 1},
-            max_pool_connections=max(10, args.invokes),
-        ),
-    )
+    # The N invokes of --qualifier are sent at once: one pooled connection each.
+    lam = lambda_client(session, args.region, None, args.timeout, max_pool_connections=max(10, args.invokes))
     logs = None if args.no_logs else session.client("logs", region_name=args.region)
     target = describe_target(lam, args.function_name, args.qualifier)
     method = choose_method(target, args.method)

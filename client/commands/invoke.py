@@ -6,8 +6,7 @@ import argparse
 
 from client.calls import invoke_function, invoke_streaming, read_data, render
 from client.commands import CommandIO
-from client.commands.url import finish, with_stream_flag
-from client.stream import TokenPrinter
+from client.stream import TokenPrinter, finish, with_stream_flag
 
 NAME = "invoke"
 HELP = "invoke a function by name with boto3"
@@ -43,7 +42,7 @@ def run(args: argparse.Namespace, io: CommandIO) -> int:
             timeout_s=args.timeout,
             session=io.session(args.profile),
         )
-        return finish(answer, printer, io)
+        return finish(answer, printer, io.out, io.err)
     answer = invoke_function(
         args.function_name,
         payload,

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
-from client.calls import Answer, ClientUsageError, call_url, read_data, render
+from client.calls import ClientUsageError, call_url, read_data
 from client.commands import CommandIO
-from client.stream import TokenPrinter
+from client.stream import TokenPrinter, finish, with_stream_flag
 
 NAME = "url"
 HELP = "call a Function URL (SigV4 for AWS_IAM, Bearer key for API_KEY)"
@@ -53,17 +52,6 @@ def headers_from(items: list[str]) -> dict[str, str]:
     return headers
 
 
-def with_stream_flag(data: bytes | None) -> bytes:
-    """The request body with ``"stream": true`` (it must be a JSON object)."""
-    try:
-        body = json.loads(data or b"{}")
-    except ValueError:
-        raise ClientUsageError("--stream needs --data to be a JSON object") from None
-    if not isinstance(body, dict):
-        raise ClientUsageError("--stream needs --data to be a JSON object")
-    return json.dumps({**body, "stream": True}).encode()
-
-
 def run(args: argparse.Namespace, io: CommandIO) -> int:
     data = read_data(args.data)
     printer = None
@@ -84,22 +72,4 @@ def run(args: argparse.Namespace, io: CommandIO) -> int:
         session=io.session(args.profile),
         on_chunk=printer,
     )
-    return finish(answer, printer, io)
-
-
-def finish(answer: Answer, printer: TokenPrinter | None, io: CommandIO) -> int:
-    """Show the answer: a printed stream ends with a newline and its timings, anything else whole."""
-    if printer is None or not printer.is_event_stream:
-        render(answer, io.out, io.err)
-        return 0 if answer.ok else 1
-    io.out.write("\n")
-    timings = ", ".join(
-        f"{name.replace('_', ' ')} {value:.0f} ms" for name, value in answer.timings_ms.items()
-    )
-    note = f", function error: {answer.function_error}" if answer.function_error else ""
-    io.err.write(f"status {answer.status}{note}; {printer.events} events; {timings}\n")
-    if answer.report:
-        io.err.write(
-            "lambda: " + ", ".join(f"{name} {value}" for name, value in answer.report.items()) + "\n"
-        )
-    return 0 if answer.ok and not printer.errors else 1
+    return finish(answer, printer, io.out, io.err)
