@@ -112,18 +112,17 @@ class InvokeApiHandler(BaseHTTPRequestHandler):
             self.server.log("invoke (Event) -> 202")
             return
         tail = self.headers.get("x-amz-log-type") == "Tail"
-        since = function.log_offset()
         call = function.invoke(payload, client_context=self.headers.get("x-amz-client-context"))
         answer = self._stream if kind == "stream" else self._buffered
-        note = answer(call, tail, since)
+        note = answer(call, tail)
         elapsed_ms = (time.perf_counter() - started) * 1000
         label = "invoke" if kind == "invoke" else "invoke-with-response-stream"
         self.server.log(f"{label} -> 200{note} ({elapsed_ms:.0f} ms)")
 
-    def _log_result(self, call: Call, since: int) -> str:
-        return base64.b64encode(self.server.function.log_tail(call, since).encode()).decode()
+    def _log_result(self, call: Call) -> str:
+        return base64.b64encode(self.server.function.log_tail(call).encode()).decode()
 
-    def _buffered(self, call: Call, tail: bool, since: int) -> str:
+    def _buffered(self, call: Call, tail: bool) -> str:
         outcome = call.result()
         headers = [
             ("content-type", outcome.content_type),
@@ -133,11 +132,11 @@ class InvokeApiHandler(BaseHTTPRequestHandler):
         if outcome.function_error:
             headers.append(("x-amz-function-error", outcome.function_error))
         if tail:
-            headers.append(("x-amz-log-result", self._log_result(call, since)))
+            headers.append(("x-amz-log-result", self._log_result(call)))
         self._reply(200, headers, outcome.body)
         return f" [{outcome.error.error_type}]" if outcome.error else ""
 
-    def _stream(self, call: Call, tail: bool, since: int) -> str:
+    def _stream(self, call: Call, tail: bool) -> str:
         """The answer as event-stream messages, each sent as one HTTP chunk as soon as it is read."""
         try:
             self.send_response(200)
@@ -159,7 +158,7 @@ class InvokeApiHandler(BaseHTTPRequestHandler):
             complete = eventstream.invoke_complete(
                 error_code=error.error_type if error else None,
                 error_details=error.message if error else None,
-                log_result=self._log_result(call, since) if tail else None,
+                log_result=self._log_result(call) if tail else None,
             )
             self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(complete), complete))
         except OSError:

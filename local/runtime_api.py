@@ -154,6 +154,8 @@ class Call:
         self.payload = payload
         self.client_context = client_context
         self.dispatched: float | None = None
+        self.log_start = 0
+        """Where the function's log ended when this invoke's turn came: its lines (init included) follow."""
         self.cancelled = threading.Event()
         self._events: queue.Queue[Event] = queue.Queue()
         self._lock = threading.Lock()
@@ -520,6 +522,8 @@ class LocalFunction:
         """Start one invoke once the previous one has ended; read the answer from the returned Call."""
         call = Call(payload, client_context=client_context)
         self._slot.acquire()
+        # Only now: while it waited, the previous invoke wrote its lines up to its REPORT.
+        call.log_start = self._log_offset()
         call.on_done(self._ended)
         self.invocations += 1
         try:
@@ -757,16 +761,20 @@ class LocalFunction:
     def environment(self) -> Environment | None:
         return self._env
 
-    def log_offset(self) -> int:
-        """Where the log ends now: what an invoke writes after this is its own."""
+    def _log_offset(self) -> int:
+        """Where the log ends now."""
         with contextlib.suppress(OSError):
             return self.log_path.stat().st_size
         return 0
 
-    def log_tail(self, call: Call, since: int, limit: int = 4096) -> str:
-        """The last ``limit`` bytes of ``call``'s log lines (``LogType: Tail``), ending with its REPORT."""
+    def log_tail(self, call: Call, limit: int = 4096) -> str:
+        """The last ``limit`` bytes of ``call``'s log lines (``LogType: Tail``), ending with its REPORT.
+
+        Its lines are those written since its turn came (``Call.log_start``): an init it caused, its
+        START to its REPORT, and the runtime's output in between.
+        """
         with self.log_path.open("rb") as handle:
-            handle.seek(since)
+            handle.seek(call.log_start)
             text = handle.read().decode("utf-8", "replace")
         end = text.find(f"REPORT RequestId: {call.request_id}")
         if end >= 0:
