@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 
 from benchmarks.llama_bench import BareSide, LlamaBenchConfig, PromptMaker, sampling
 from benchmarks.stats import median_or_none, summarize
+from client.stream import event_text
 from local.stack import RunningFunction
 
 Progress = Callable[[str], None]
@@ -116,7 +117,7 @@ def _post_stream(url: str, path: str, body: dict[str, Any], timeout_s: float = 6
             if "error" in event:
                 raise RuntimeError(f"POST {path}: error event {event['error']}")
             usage = event.get("usage") or usage
-            piece = _token_text(event)
+            piece = event_text(event)
             if piece:
                 events += 1
                 text.append(piece)
@@ -128,16 +129,6 @@ def _post_stream(url: str, path: str, body: dict[str, Any], timeout_s: float = 6
         raise RuntimeError(f"POST {path}: the stream carried no token")
     reported = int(usage["completion_tokens"]) if usage else None
     return Streamed((first - started) * 1000, events, last - first, reported, "".join(text))
-
-
-def _token_text(event: dict[str, Any]) -> str:
-    choices = event.get("choices") or []
-    if not choices:
-        return ""
-    choice = choices[0]
-    if "delta" in choice:
-        return str(choice["delta"].get("content") or "")
-    return str(choice.get("text") or "")
 
 
 def stream_completion(function: RunningFunction, model: str, prompt: str, n: int) -> Streamed:
