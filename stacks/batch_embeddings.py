@@ -37,7 +37,6 @@ from typing import Any
 from aws_cdk import Acknowledgment, CfnOutput, Duration, RemovalPolicy, Size, Stack, Validations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
@@ -45,7 +44,12 @@ from constructs import Construct
 
 from stacks.config import AppConfig
 from stacks.image_asset import image_code
-from stacks.inference_function import _APPLICATION_LOG_LEVELS, _ARCHITECTURES, _RETENTION
+from stacks.inference_function import (
+    LAMBDA_ARCHITECTURES,
+    acknowledge_tracing_grant,
+    allow_writing_log_group,
+    make_log_group,
+)
 
 BATCH_COMMAND = ["batch.lambda_handler"]
 """The image command of the batch function (the online function keeps the image's CMD)."""
@@ -141,21 +145,17 @@ class BatchEmbeddings(Construct):
         self.input_prefix = settings.input_prefix
         self.output_prefix = settings.output_prefix
         self.bucket = self._bucket(config)
-        self.function_log_group = self._log_group("FunctionLogs", config)
+        self.function_log_group = make_log_group(
+            self, "FunctionLogs", retention_days=config.log_retention_days
+        )
         self.function = self._batch_function(config, images_dir)
-        self.state_machine_log_group = self._log_group("StateMachineLogs", config)
+        self.state_machine_log_group = make_log_group(
+            self, "StateMachineLogs", retention_days=config.log_retention_days
+        )
         self.state_machine = self._state_machine(config)
         self._outputs()
 
     # ------------------------------------------------------------------ storage
-
-    def _log_group(self, construct_id: str, config: AppConfig) -> logs.LogGroup:
-        return logs.LogGroup(
-            self,
-            construct_id,
-            retention=_RETENTION[config.log_retention_days],
-            removal_policy=RemovalPolicy.DESTROY,
-        )
 
     def _bucket(self, config: AppConfig) -> s3.IBucket:
         name = config.batch.bucket_name
@@ -204,13 +204,7 @@ class BatchEmbeddings(Construct):
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description="Batch embedding function: writes its log group and the output prefix, reads nothing",
         )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                sid="WriteOwnLogGroup",
-                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                resources=[self.function_log_group.log_group_arn],
-            )
-        )
+        allow_writing_log_group(role, self.function_log_group)
         role.add_to_policy(
             iam.PolicyStatement(
                 sid="ListOutputPrefix",
@@ -255,14 +249,14 @@ class BatchEmbeddings(Construct):
                 model_local_path=config.embeddings_model.local_path,
                 hf_token_file=config.hf_token_file,
             ),
-            architecture=_ARCHITECTURES[config.embeddings.architecture],
+            architecture=LAMBDA_ARCHITECTURES[config.embeddings.architecture],
             memory_size=settings.memory_mb,
             timeout=Duration.seconds(settings.timeout_s),
             ephemeral_storage_size=Size.mebibytes(512),
             role=role,
             log_group=self.function_log_group,
             logging_format=lambda_.LoggingFormat.JSON,
-            application_log_level_v2=_APPLICATION_LOG_LEVELS[config.lambda_log_level],
+            application_log_level_v2=lambda_.ApplicationLogLevel[config.lambda_log_level],
             tracing=lambda_.Tracing.ACTIVE if config.tracing_enabled else None,
             environment=environment,
         )
@@ -270,15 +264,7 @@ class BatchEmbeddings(Construct):
         # The same image as the online function; only the command differs.
         cfn_function.add_property_override("ImageConfig.Command", BATCH_COMMAND)
         if config.tracing_enabled:
-            Validations.of(role).acknowledge(
-                Acknowledgment(
-                    id="AwsSolutions-IAM5[Resource::*]",
-                    reason=(
-                        "Active tracing: Lambda adds xray:PutTraceSegments and xray:PutTelemetryRecords on "
-                        "'*'; X-Ray has no resource-level permissions for these actions."
-                    ),
-                )
-            )
+            acknowledge_tracing_grant(role)
         return function
 
     def _bucket_arn_token(self) -> str:

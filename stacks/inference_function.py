@@ -14,9 +14,9 @@ from aws_cdk import Acknowledgment, Annotations, Duration, RemovalPolicy, Size, 
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
-from constructs import Construct
+from constructs import Construct, IConstruct
 
-from stacks.config import FunctionConfig, LambdaLogLevel, LogLevel, UrlInvokeMode
+from stacks.config import Architecture, FunctionConfig, LambdaLogLevel, LogLevel, UrlInvokeMode
 from stacks.image_asset import image_code
 
 ALIAS_NAME = "live"
@@ -42,18 +42,16 @@ CORS_ALLOWED_HEADERS = (
 )
 CORS_MAX_AGE = Duration.minutes(5)
 
-_ARCHITECTURES = {"x86_64": lambda_.Architecture.X86_64, "arm64": lambda_.Architecture.ARM_64}
-_INVOKE_MODES: dict[UrlInvokeMode, lambda_.InvokeMode] = {
-    "RESPONSE_STREAM": lambda_.InvokeMode.RESPONSE_STREAM,
-    "BUFFERED": lambda_.InvokeMode.BUFFERED,
+LAMBDA_ARCHITECTURES: dict[Architecture, lambda_.Architecture] = {
+    "x86_64": lambda_.Architecture.X86_64,
+    "arm64": lambda_.Architecture.ARM_64,
 }
-_APPLICATION_LOG_LEVELS: dict[LambdaLogLevel, lambda_.ApplicationLogLevel] = {
-    "DEBUG": lambda_.ApplicationLogLevel.DEBUG,
-    "INFO": lambda_.ApplicationLogLevel.INFO,
-    "WARN": lambda_.ApplicationLogLevel.WARN,
-    "ERROR": lambda_.ApplicationLogLevel.ERROR,
-    "FATAL": lambda_.ApplicationLogLevel.FATAL,
-}
+"""Lambda's architecture for each ``*_architecture`` setting.
+
+The URL invoke modes and Lambda's log levels need no table: the settings use the enums' own names
+(``lambda_.InvokeMode[mode]``, ``lambda_.ApplicationLogLevel[level]``, ``AppConfig.lambda_log_level``
+mapping Python's WARNING and CRITICAL to Lambda's WARN and FATAL).
+"""
 _RETENTION = {
     1: logs.RetentionDays.ONE_DAY,
     3: logs.RetentionDays.THREE_DAYS,
@@ -79,6 +77,43 @@ _RETENTION = {
     3653: logs.RetentionDays.TEN_YEARS,
 }
 """CloudWatch retention periods (stacks.config.LOG_RETENTION_DAYS) by day count."""
+
+
+def make_log_group(scope: Construct, construct_id: str, *, retention_days: int) -> logs.LogGroup:
+    """A log group of this stack's own, kept ``retention_days``."""
+    return logs.LogGroup(
+        scope,
+        construct_id,
+        retention=_RETENTION[retention_days],
+        # `cdk destroy` removes the logs too: nothing keeps costing after a teardown.
+        removal_policy=RemovalPolicy.DESTROY,
+    )
+
+
+def allow_writing_log_group(role: iam.Role, log_group: logs.ILogGroup) -> None:
+    """Let a function's ``role`` write its own ``log_group``, nothing else."""
+    # Lambda picks log stream names at run time, so streams are matched by the
+    # log group's ARN, which ends in ':*' (the group's streams, nothing else).
+    role.add_to_policy(
+        iam.PolicyStatement(
+            sid="WriteOwnLogGroup",
+            actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+            resources=[log_group.log_group_arn],
+        )
+    )
+
+
+def acknowledge_tracing_grant(scope: IConstruct) -> None:
+    """Acknowledge, on ``scope``, the '*' that active tracing adds to a function's role (cdk-nag IAM5)."""
+    Validations.of(scope).acknowledge(
+        Acknowledgment(
+            id="AwsSolutions-IAM5[Resource::*]",
+            reason=(
+                "Active tracing: Lambda adds xray:PutTraceSegments and xray:PutTelemetryRecords "
+                "on '*'; X-Ray has no resource-level permissions for these actions."
+            ),
+        )
+    )
 
 
 class InferenceFunction(Construct):
@@ -118,13 +153,7 @@ class InferenceFunction(Construct):
         self.service_name = service_name
         """The ``service`` dimension of the handler's metrics (POWERTOOLS_SERVICE_NAME)."""
 
-        self.log_group = logs.LogGroup(
-            self,
-            "Logs",
-            retention=_RETENTION[log_retention_days],
-            # `cdk destroy` removes the logs too: nothing keeps costing after a teardown.
-            removal_policy=RemovalPolicy.DESTROY,
-        )
+        self.log_group = make_log_group(self, "Logs", retention_days=log_retention_days)
 
         self.role = iam.Role(
             self,
@@ -132,15 +161,7 @@ class InferenceFunction(Construct):
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description=f"Execution role of the {folder} function: writes its own log group only",
         )
-        # Lambda picks log stream names at run time, so streams are matched by the
-        # log group's ARN, which ends in ':*' (the group's streams, nothing else).
-        self.role.add_to_policy(
-            iam.PolicyStatement(
-                sid="WriteOwnLogGroup",
-                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                resources=[self.log_group.log_group_arn],
-            )
-        )
+        allow_writing_log_group(self.role, self.log_group)
 
         environment = {
             "POWERTOOLS_SERVICE_NAME": service_name,
@@ -169,7 +190,7 @@ class InferenceFunction(Construct):
                 model_local_path=model_local_path,
                 hf_token_file=hf_token_file,
             ),
-            architecture=_ARCHITECTURES[settings.architecture],
+            architecture=LAMBDA_ARCHITECTURES[settings.architecture],
             memory_size=settings.memory_mb,
             timeout=Duration.seconds(settings.timeout_s),
             ephemeral_storage_size=Size.mebibytes(settings.ephemeral_storage_mb),
@@ -178,7 +199,7 @@ class InferenceFunction(Construct):
             log_group=self.log_group,
             logging_format=lambda_.LoggingFormat.JSON,
             # Without it Lambda filters JSON logs at INFO, whatever log_level says.
-            application_log_level_v2=_APPLICATION_LOG_LEVELS[lambda_log_level],
+            application_log_level_v2=lambda_.ApplicationLogLevel[lambda_log_level],
             snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if settings.snap_start else None,
             # Active: Lambda samples and records each invocation, and runs the X-Ray daemon the
             # handler's spans go to. Off by default: traces are billed per trace recorded.
@@ -194,15 +215,7 @@ class InferenceFunction(Construct):
             # On the role's policy alone, not on everything under the role.
             policy = self.role.node.find_child("DefaultPolicy").node.default_child
             assert policy is not None  # the log-group statement above created it
-            Validations.of(policy).acknowledge(
-                Acknowledgment(
-                    id="AwsSolutions-IAM5[Resource::*]",
-                    reason=(
-                        "Active tracing: Lambda adds xray:PutTraceSegments and xray:PutTelemetryRecords "
-                        "on '*'; X-Ray has no resource-level permissions for these actions."
-                    ),
-                )
-            )
+            acknowledge_tracing_grant(policy)
 
         self.alias: lambda_.Alias | None = None
         self.invoke_target: lambda_.IFunction = self.function
@@ -235,6 +248,6 @@ class InferenceFunction(Construct):
         )
         self.url = self.invoke_target.add_function_url(
             auth_type=url_auth_type,
-            invoke_mode=_INVOKE_MODES[url_invoke_mode],
+            invoke_mode=lambda_.InvokeMode[url_invoke_mode],
             cors=cors,
         )
