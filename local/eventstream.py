@@ -45,24 +45,34 @@ def _header(name: str, value: str) -> bytes:
     )
 
 
-def message(headers: Mapping[str, str], payload: bytes) -> bytes:
-    """One event-stream message with string headers."""
-    header_bytes = b"".join(_header(name, value) for name, value in headers.items())
+def _headers(headers: Mapping[str, str]) -> bytes:
+    return b"".join(_header(name, value) for name, value in headers.items())
+
+
+def _framed(header_bytes: bytes, payload: bytes) -> bytes:
     total = _PRELUDE.size + _UINT32.size + len(header_bytes) + len(payload) + _UINT32.size
     prelude = _PRELUDE.pack(total, len(header_bytes))
     framed = prelude + _UINT32.pack(zlib.crc32(prelude)) + header_bytes + payload
     return framed + _UINT32.pack(zlib.crc32(framed))
 
 
-def _event(event_type: str, content_type: str, payload: bytes) -> bytes:
-    headers = {":event-type": event_type, ":content-type": content_type, ":message-type": "event"}
-    return message(headers, payload)
+def message(headers: Mapping[str, str], payload: bytes) -> bytes:
+    """One event-stream message with string headers."""
+    return _framed(_headers(headers), payload)
+
+
+def _event_headers(event_type: str, content_type: str) -> bytes:
+    return _headers({":event-type": event_type, ":content-type": content_type, ":message-type": "event"})
+
+
+_PAYLOAD_CHUNK = _event_headers("PayloadChunk", "application/octet-stream")
+"""The headers of every PayloadChunk event, encoded once."""
 
 
 def payload_chunks(data: bytes) -> Iterator[bytes]:
     """``PayloadChunk`` events carrying ``data`` (nothing for no data)."""
     for start in range(0, len(data), MAX_CHUNK_BYTES):
-        yield _event("PayloadChunk", "application/octet-stream", data[start : start + MAX_CHUNK_BYTES])
+        yield _framed(_PAYLOAD_CHUNK, data[start : start + MAX_CHUNK_BYTES])
 
 
 def invoke_complete(
@@ -71,4 +81,4 @@ def invoke_complete(
     """The ``InvokeComplete`` event that ends the stream (its error fields set when the invoke failed)."""
     fields = {"ErrorCode": error_code, "ErrorDetails": error_details, "LogResult": log_result}
     body = json.dumps({name: value for name, value in fields.items() if value is not None})
-    return _event("InvokeComplete", "application/json", body.encode("utf-8"))
+    return _framed(_event_headers("InvokeComplete", "application/json"), body.encode("utf-8"))

@@ -400,9 +400,7 @@ class Environment:
             if self.state == "dead":
                 return
             now = time.monotonic()
-            if state == "snapshot" and self.state == "init":
-                self.init_ms = (now - self.started) * 1000
-            if state == "ready" and self.state == "init":
+            if state in ("snapshot", "ready") and self.state == "init":  # the init ended
                 self.init_ms = (now - self.started) * 1000
             if state == "ready" and self.state == "restoring" and self.restore_started is not None:
                 self.restore_ms = (now - self.restore_started) * 1000
