@@ -178,48 +178,65 @@ class Observability(Construct):
 
     # ------------------------------------------------------------------ dashboard
 
+    @staticmethod
+    def graph(
+        part: ObservedFunction,
+        title: str,
+        left: Sequence[cw.IMetric],
+        *,
+        axis_of: str | None = None,
+        right: Sequence[cw.IMetric] = (),
+        annotations: Sequence[cw.HorizontalAnnotation] = (),
+    ) -> cw.GraphWidget:
+        """A graph in ``part``'s row, titled ``<key>: <title>``, left axis labelled in ``axis_of``'s unit."""
+        return cw.GraphWidget(
+            title=f"{part.key}: {title}",
+            left=list(left),
+            left_y_axis=Observability.axis(axis_of) if axis_of is not None else None,
+            right=list(right) or None,
+            left_annotations=list(annotations) or None,
+            width=WIDTH,
+            height=HEIGHT,
+        )
+
     def _row(self, part: ObservedFunction) -> list[cw.IWidget]:
         fn = part.function
         timeout_ms = part.timeout_s * 1000
         reserved = part.reserved_concurrency
         widgets: list[cw.IWidget] = [
             cw.TextWidget(markdown=f"## {part.title}", width=24, height=1),
-            cw.GraphWidget(
-                title=f"{part.key}: invocations, errors, throttles",
-                left=[
+            self.graph(
+                part,
+                "invocations, errors, throttles",
+                [
                     fn.metric_invocations(statistic="Sum", period=PERIOD),
                     fn.metric_errors(statistic="Sum", period=PERIOD),
                     fn.metric_throttles(statistic="Sum", period=PERIOD),
                 ],
-                width=WIDTH,
-                height=HEIGHT,
             ),
-            cw.GraphWidget(
-                title=f"{part.key}: duration (ms) against the {part.timeout_s} s timeout",
-                left=[
+            self.graph(
+                part,
+                f"duration (ms) against the {part.timeout_s} s timeout",
+                [
                     fn.metric_duration(statistic=stat, period=PERIOD, label=stat)
                     for stat in ("p50", "p95", "p99", "Maximum")
                 ],
-                left_annotations=[
+                annotations=[
                     cw.HorizontalAnnotation(value=timeout_ms, label="timeout", color=cw.Color.RED),
                     cw.HorizontalAnnotation(
                         value=timeout_ms * DURATION_ALARM_SHARE, label="alarm", color=cw.Color.ORANGE
                     ),
                 ],
-                width=WIDTH,
-                height=HEIGHT,
             ),
-            cw.GraphWidget(
-                title=f"{part.key}: concurrent executions"
-                + (f" against the reservation of {reserved}" if reserved else ""),
-                left=[fn.metric("ConcurrentExecutions", statistic="Maximum", period=PERIOD)],
-                left_annotations=(
+            self.graph(
+                part,
+                "concurrent executions" + (f" against the reservation of {reserved}" if reserved else ""),
+                [fn.metric("ConcurrentExecutions", statistic="Maximum", period=PERIOD)],
+                annotations=(
                     [cw.HorizontalAnnotation(value=reserved, label="reserved", color=cw.Color.RED)]
                     if reserved
                     else []
                 ),
-                width=WIDTH,
-                height=HEIGHT,
             ),
         ]
         if self.custom:
@@ -239,76 +256,63 @@ class Observability(Construct):
         if part.snap_start:
             starts.append(self.metric(part, RESTORE, "Sum"))
         common: list[cw.IWidget] = [
-            cw.GraphWidget(
-                title=f"{part.key}: cold starts",
-                left=starts,
-                left_y_axis=self.axis(COLD_START),
-                width=WIDTH,
-                height=HEIGHT,
-            ),
-            cw.GraphWidget(
-                title=f"{part.key}: refusals by error code",
-                left=[self.search(part, REFUSALS, ERROR_CODE, "")],
-                left_y_axis=self.axis(REFUSALS),
+            self.graph(part, "cold starts", starts, axis_of=COLD_START),
+            self.graph(
+                part,
+                "refusals by error code",
+                [self.search(part, REFUSALS, ERROR_CODE, "")],
+                axis_of=REFUSALS,
                 right=[self.metric(part, SERVER_ERRORS, "Sum")],
-                width=WIDTH,
-                height=HEIGHT,
             ),
         ]
         if part.generates:
             return [
-                cw.GraphWidget(
-                    title=f"{part.key}: generation speed (tokens/s)",
-                    left=[
+                self.graph(
+                    part,
+                    "generation speed (tokens/s)",
+                    [
                         self.metric(part, TOKENS_PER_SECOND, "Average"),
                         self.metric(part, TOKENS_PER_SECOND, "p50"),
                     ],
-                    left_y_axis=self.axis(TOKENS_PER_SECOND),
-                    width=WIDTH,
-                    height=HEIGHT,
+                    axis_of=TOKENS_PER_SECOND,
                 ),
-                cw.GraphWidget(
-                    title=f"{part.key}: time to first token (ms)",
-                    left=[self.metric(part, TIME_TO_FIRST_TOKEN, stat) for stat in ("p50", "p95")],
-                    left_y_axis=self.axis(TIME_TO_FIRST_TOKEN),
-                    width=WIDTH,
-                    height=HEIGHT,
+                self.graph(
+                    part,
+                    "time to first token (ms)",
+                    [self.metric(part, TIME_TO_FIRST_TOKEN, stat) for stat in ("p50", "p95")],
+                    axis_of=TIME_TO_FIRST_TOKEN,
                 ),
-                cw.GraphWidget(
-                    title=f"{part.key}: tokens in and out per hour",
-                    left=[
+                self.graph(
+                    part,
+                    "tokens in and out per hour",
+                    [
                         self.metric(part, PROMPT_TOKENS, "Sum", HOUR),
                         self.metric(part, COMPLETION_TOKENS, "Sum", HOUR),
                     ],
-                    left_y_axis=self.axis(PROMPT_TOKENS),
-                    width=WIDTH,
-                    height=HEIGHT,
+                    axis_of=PROMPT_TOKENS,
                 ),
-                cw.GraphWidget(
-                    title=f"{part.key}: finish reasons and deadline stops",
-                    left=[self.search(part, GENERATIONS, FINISH_REASON, "")],
-                    left_y_axis=self.axis(GENERATIONS),
+                self.graph(
+                    part,
+                    "finish reasons and deadline stops",
+                    [self.search(part, GENERATIONS, FINISH_REASON, "")],
+                    axis_of=GENERATIONS,
                     right=[self.metric(part, DEADLINE_STOPS, "Sum")],
-                    width=WIDTH,
-                    height=HEIGHT,
                 ),
                 *common,
             ]
         return [
-            cw.GraphWidget(
-                title=f"{part.key}: inputs and tokens per hour",
-                left=[self.metric(part, INPUT_TOKENS, "Sum", HOUR)],
-                left_y_axis=self.axis(INPUT_TOKENS),
+            self.graph(
+                part,
+                "inputs and tokens per hour",
+                [self.metric(part, INPUT_TOKENS, "Sum", HOUR)],
+                axis_of=INPUT_TOKENS,
                 right=[self.metric(part, INPUTS, "Sum", HOUR)],
-                width=WIDTH,
-                height=HEIGHT,
             ),
-            cw.GraphWidget(
-                title=f"{part.key}: batch latency (ms)",
-                left=[self.metric(part, BATCH_LATENCY, stat) for stat in ("p50", "p95")],
-                left_y_axis=self.axis(BATCH_LATENCY),
-                width=WIDTH,
-                height=HEIGHT,
+            self.graph(
+                part,
+                "batch latency (ms)",
+                [self.metric(part, BATCH_LATENCY, stat) for stat in ("p50", "p95")],
+                axis_of=BATCH_LATENCY,
             ),
             *common,
         ]
