@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,21 @@ def load_event(name: str) -> dict[str, Any]:
     """A fresh copy of a stored sample event (tests/events/NAME.json)."""
     with (EVENTS / f"{name}.json").open() as handle:
         return copy.deepcopy(json.load(handle))
+
+
+@dataclass
+class FakeContext:
+    """Stands in for the Lambda context object (AWS itself): what the handlers and powertools read."""
+
+    remaining_ms: int = 60_000
+    aws_request_id: str = "test-request-id"
+    function_name: str = "function"
+    function_version: str = "$LATEST"
+    memory_limit_in_mb: int = 1769
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:function"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
 
 
 def function_url_event(

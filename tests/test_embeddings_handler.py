@@ -20,7 +20,6 @@ import subprocess
 import sys
 import types
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ import numpy as np
 import pytest
 
 from local.models import EMBEDDINGS_MODEL_ID, embedded_embeddings_model
-from tests.conftest import function_url_event
+from tests.conftest import FakeContext, function_url_event
 
 pytestmark = pytest.mark.slow
 
@@ -59,20 +58,6 @@ PASSAGE = (
     "As a general guideline, the average requirement of protein for women ages 19 to 70 is 46 grams per day."
 )
 UNRELATED = "The rocket reached orbit after a delayed launch from the coastal spaceport."
-
-
-@dataclass
-class FakeContext:
-    """Stands in for the Lambda context object (AWS itself); only what the handler and powertools read."""
-
-    aws_request_id: str = "test-request-id"
-    function_name: str = "embeddings"
-    function_version: str = "$LATEST"
-    memory_limit_in_mb: int = 2048
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:embeddings"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 60_000
 
 
 # ------------------------------------------------------------------ fixtures

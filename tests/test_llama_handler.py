@@ -15,7 +15,6 @@ import importlib.util
 import json
 import sys
 import types
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ import pytest
 from lambda_common.auth import ApiKeyGuard
 from lambda_common.streaming import StreamAborted, StreamingResponse
 from local.models import embedded_gguf
-from tests.conftest import function_url_event
+from tests.conftest import FakeContext, function_url_event
 
 LLAMA_DIR = Path(__file__).resolve().parent.parent / "lambda_images" / "llama"
 SEED = {"prompt": "llamas are", "n-generate": 1}
@@ -36,20 +35,6 @@ N_CTX = 1024
 MARGIN_MS = 200
 LIMIT = 1000
 COUNTING = "Count from 1 to 1000, separated by commas: 1, 2, 3,"
-
-
-@dataclass
-class FakeContext:
-    """Stands in for the Lambda context object (AWS itself); only what handlers read."""
-
-    remaining_ms: int = 60_000
-    aws_request_id: str = "test-request-id"
-    function_name: str = "llama"
-    memory_limit_in_mb: int = 1769
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:llama"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
 
 
 def load_handler() -> tuple[types.ModuleType, dict[str, Any]]:

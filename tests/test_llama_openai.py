@@ -26,9 +26,9 @@ from openai.types.chat import ChatCompletionMessageFunctionToolCall
 from pydantic import BaseModel, Field
 
 from lambda_common.streaming import StreamingResponse
-from tests.conftest import function_url_event
+from tests.conftest import FakeContext, function_url_event
 from tests.harness import shared_stack, streaming_stack
-from tests.test_llama_handler import FakeContext, load_handler
+from tests.test_llama_handler import load_handler
 
 pytestmark = pytest.mark.slow
 

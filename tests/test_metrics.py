@@ -28,17 +28,7 @@ from lambda_common.errors import OPENAI, InternalError
 from lambda_common.metrics import DEFAULT_NAMESPACE, RequestMetrics
 from lambda_common.streaming import Stream, StreamingResponse
 from lambda_common.tracing import XRayTracing
-from tests.conftest import function_url_event
-
-
-@dataclass
-class Context:
-    """Stands in for the Lambda context object."""
-
-    aws_request_id: str = "metrics-test"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 60_000
+from tests.conftest import FakeContext, function_url_event
 
 
 class Ask(BaseModel):
@@ -142,7 +132,7 @@ def url(
     its prelude), and the invocation ends, so its metrics are written, once it has been sent.
     """
     event = function_url_event(method, path, json.dumps(body) if body is not None else None)
-    answer = app.handle(event, Context(), stream=True)
+    answer = app.handle(event, FakeContext(), stream=True)
     if not send or not isinstance(answer, StreamingResponse):
         return answer
     body_bytes = b"".join(answer.chunks)
@@ -267,8 +257,8 @@ def test_direct_invokes_and_undecodable_payloads_are_measured_too() -> None:
     app = make_app(out)
     handler = app.streaming_handler
     # When one payload is not JSON and the next is a valid direct payload
-    handler(b"{not json", Context())
-    handler(b'{"text": "hi"}', Context())
+    handler(b"{not json", FakeContext())
+    handler(b'{"text": "hi"}', FakeContext())
     # Then the first is a cold-start refusal and the second a warm generation
     written = records(out)
     assert [r["error_code"] for r in written if "Refusals" in r] == ["invalid_json"]

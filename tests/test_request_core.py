@@ -31,26 +31,12 @@ from lambda_common.streaming import StreamingResponse
 from local.functions import prepare_embeddings_model
 from local.models import EMBEDDINGS_MODEL_ID, embedded_embeddings_model, embedded_gguf
 from local.rie import IMAGES
-from tests.conftest import EVENTS, function_url_event
+from tests.conftest import EVENTS, FakeContext, function_url_event
 
 pytestmark = pytest.mark.slow
 
 KEY = "core-test-key-0123456789"
 MARGIN_MS = 300
-
-
-@dataclass
-class FakeContext:
-    """Stands in for the Lambda context object (AWS itself): the request id and the time left."""
-
-    remaining_ms: int = 60_000
-    aws_request_id: str = "core-test"
-    function_name: str = "core"
-    memory_limit_in_mb: int = 1769
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:core"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
 
 
 def _import(key: str, environment: dict[str, str]) -> types.ModuleType:
