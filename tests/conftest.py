@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +137,183 @@ def aws_env(tmp_path: Path) -> dict[str, str]:
         }
     )
     return env
+
+
+# ------------------------------------------------------------------ the bulk-embedding world
+# For tests/test_batch_function.py, test_batch_state_machine.py and test_batch_client.py.
+# What is costly (the model's ONNX export, the CDK synth, moto's server, the batch function's
+# init) is made once per session; moto's state, the recorded calls and the AWS environment are
+# made anew for each module that asks for ``moto``, so the modules stay independent.
+
+BATCH_BUCKET = "bulk-embeddings-test"
+BATCH_REGION = "us-east-1"
+BATCH_SETTINGS = {
+    "batch_embeddings": "true",
+    "batch_embeddings_bucket_name": BATCH_BUCKET,  # an existing bucket: the one ``moto`` makes
+    "batch_embeddings_items_per_batch": "100",
+    "batch_embeddings_max_concurrency": "3",
+}
+"""Small batches and little concurrency, so a corpus of 1,200 records makes a dozen child workflows."""
+
+
+@dataclass
+class BatchCalls:
+    """Every invocation of the batch function, and how many ran at once (at most)."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    running: int = 0
+    most: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    fail_first: dict[int, str] = field(default_factory=dict)
+    """First item index of a batch -> how its first invocation fails ('deadline' or 'storage')."""
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    """The embedded embeddings model as the image bakes it (exported to ONNX by the image's exporter)."""
+    from local.functions import prepare_embeddings_model
+    from local.models import EMBEDDINGS_MODEL_ID
+
+    return prepare_embeddings_model(embedded_embeddings_model(), EMBEDDINGS_MODEL_ID, echo=lambda line: None)
+
+
+@pytest.fixture(scope="session")
+def batch_template(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The stack's template with bulk embedding on (``BATCH_SETTINGS``); read-only for its users."""
+    from app import build_app, cdk_json_context
+
+    outdir = tmp_path_factory.mktemp("batch-sfn")
+    app, stack = build_app({**cdk_json_context(), **BATCH_SETTINGS}, outdir=str(outdir))
+    app.synth()
+    loaded: dict[str, Any] = json.loads((Path(outdir) / stack.template_file).read_text())
+    return loaded
+
+
+@pytest.fixture(scope="session")
+def batch_moto_server(model_dir: Path) -> Iterator[dict[str, Any]]:
+    """moto's server on a free local port (an AWS stand-in), and the batch entry point loaded once.
+
+    lambda_images/embeddings/batch.py is imported as the runtime imports it (its init loads the
+    model); its S3 client is made on first use, inside a module's ``moto`` environment.
+    """
+    from moto.server import ThreadedMotoServer
+
+    from tests.test_batch_function import load_module
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        batch_fn = load_module("embeddings_batch_for_sfn", "batch.py", model_dir)
+        yield {"endpoint": f"http://{host}:{port}", "port": port, "batch_fn": batch_fn}
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def moto(batch_moto_server: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """moto's server as AWS for one module: reset, execution on, the batch function behind its
+    Lambda invoke, the bucket; ``calls`` records this module's invocations only."""
+    import boto3
+    import requests
+    from moto.awslambda_simple.models import LambdaSimpleBackend
+
+    from tests.test_batch_function import ScriptedDeadline, batch_context
+
+    endpoint, port, batch_fn = (batch_moto_server[k] for k in ("endpoint", "port", "batch_fn"))
+    calls = BatchCalls()
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": BATCH_REGION,
+            "MOTO_PORT": str(port),  # where moto's interpreter sends its own S3 and Lambda calls
+        }.items():
+            patch.setenv(name, value)
+        patch.delenv("AWS_PROFILE", raising=False)
+        # moto's state is per process: start from nothing, whichever module used a server before
+        requests.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
+        requests.post(
+            f"{endpoint}/moto-api/config",
+            json={"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}},
+            timeout=10,
+        ).raise_for_status()
+
+        def invoke(
+            self: Any,
+            function_name: str,
+            qualifier: str | None,
+            body: Any,
+            headers: Any,
+            response_headers: Any,
+        ) -> bytes:
+            event = json.loads(body)
+            with calls.lock:
+                calls.events.append(event)
+                calls.running += 1
+                calls.most = max(calls.most, calls.running)
+                failure = calls.fail_first.pop(event["Items"][0]["index"], None)
+            try:
+                if failure == "deadline":
+                    result = batch_fn.job.run(event, ScriptedDeadline(1))
+                elif failure == "storage":
+                    raise sys.modules["embedder.batch_s3"].StorageUnavailable("S3 answered 503 Slow Down")
+                else:
+                    result = batch_fn.lambda_handler(event, batch_context())
+                return json.dumps(result).encode()
+            except Exception as exc:  # every error goes back as Lambda reports it
+                calls.errors.append(type(exc).__name__)
+                response_headers["x-amz-function-error"] = "Unhandled"
+                return json.dumps({"errorType": type(exc).__name__, "errorMessage": str(exc)}).encode()
+            finally:
+                with calls.lock:
+                    calls.running -= 1
+
+        patch.setattr(LambdaSimpleBackend, "invoke", invoke)
+        boto3.client("s3").create_bucket(Bucket=BATCH_BUCKET)
+        role = boto3.client("iam").create_role(
+            RoleName="batch-embeddings", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17"})
+        )["Role"]["Arn"]
+        function_arn = boto3.client("lambda").create_function(
+            FunctionName="embeddings-batch",
+            Role=role,
+            Code={"ZipFile": b"stand-in: invoke runs lambda_images/embeddings/batch.py in this process"},
+            Runtime="python3.11",
+            Handler="batch.lambda_handler",
+        )["FunctionArn"]
+        yield {"endpoint": endpoint, "calls": calls, "role": role, "function_arn": function_arn}
+
+
+@pytest.fixture(scope="module")
+def machine(batch_template: dict[str, Any], moto: dict[str, Any]) -> dict[str, Any]:
+    """The synthesized definition, translated (tests/test_batch_asl.py), created in this module's moto."""
+    import boto3
+
+    from tests.test_batch_asl import for_moto, state_machine_definition
+
+    (function_id,) = [
+        logical_id
+        for logical_id, resource in batch_template["Resources"].items()
+        if resource["Type"] == "AWS::Lambda::Function"
+        and resource["Properties"]["Environment"]["Variables"].get("POWERTOOLS_SERVICE_NAME")
+        == "embeddings-batch"
+    ]
+    definition = state_machine_definition(batch_template, {f"{function_id}.Arn": moto["function_arn"]})
+    translated, plans = for_moto(definition)
+    check = definition["States"][definition["StartAt"]]
+    formats = {
+        next(c["StringEquals"] for c in choice["And"] if c["Variable"] == "$.format"): choice["Next"]
+        for choice in check["Choices"]
+    }
+    arn = boto3.client("stepfunctions").create_state_machine(
+        name="bulk-embeddings", definition=json.dumps(translated), roleArn=moto["role"], type="STANDARD"
+    )["stateMachineArn"]
+    return {
+        "arn": arn,
+        "definition": definition,
+        "plans": {plan.state: plan for plan in plans},
+        "formats": formats,
+    }

@@ -309,7 +309,7 @@ def test_batches_close_at_the_item_limit_and_at_the_byte_limit() -> None:
         batch(items, max_items=None, max_bytes=5)
 
 
-DISTRIBUTED = {
+DISTRIBUTED: dict[str, Any] = {
     "StartAt": "M",
     "States": {
         "M": {

@@ -2,7 +2,7 @@
 
 AWS is moto (an AWS stand-in): the end-to-end test runs the command against
 moto's server executing the deployed state machine definition with the real
-batch function (the fixtures of tests/test_batch_state_machine.py; the
+batch function (the ``moto`` and ``machine`` fixtures in tests/conftest.py; the
 client's Step Functions client is wrapped only to stage the batches moto's
 interpreter cannot make itself). The REPORT records priced are written into
 moto's CloudWatch Logs here, in Lambda's JSON format, as Lambda would.
@@ -39,8 +39,8 @@ from client.embed_s3 import (
     sample_input,
 )
 from stacks.batch_embeddings import OUTPUT_KEYS as STACK_OUTPUT_KEYS
-from tests.test_batch_function import BUCKET, listing, make_corpus, model_dir, read_vectors  # noqa: F401
-from tests.test_batch_state_machine import machine, moto, stage, template  # noqa: F401
+from tests.test_batch_asl import stage
+from tests.test_batch_function import BUCKET, listing, make_corpus, read_vectors
 
 DEPLOYMENT = Deployment(
     bucket=BUCKET,
@@ -123,7 +123,7 @@ def test_the_progress_line_shows_items_tokens_failures_elapsed_and_eta() -> None
     assert Progress(done=0, failed=0, total=0, elapsed_s=3).line().endswith("ETA --")
 
 
-def test_results_are_summed_from_the_result_writers_manifest_and_files(moto: dict[str, Any]) -> None:  # noqa: F811
+def test_results_are_summed_from_the_result_writers_manifest_and_files(moto: dict[str, Any]) -> None:
     s3 = boto3.client("s3")
     ok = {
         "embedded": 99,
@@ -166,7 +166,7 @@ def test_results_are_summed_from_the_result_writers_manifest_and_files(moto: dic
     assert "bad record at item 7 (id x): empty text" in lines
 
 
-def test_the_estimate_comes_from_a_sample_and_a_named_throughput(moto: dict[str, Any]) -> None:  # noqa: F811
+def test_the_estimate_comes_from_a_sample_and_a_named_throughput(moto: dict[str, Any]) -> None:
     data, good, bad = make_corpus(3_000, seed=5)
     boto3.client("s3").put_object(Bucket=BUCKET, Key="input/estimate.jsonl", Body=data)
     sample = sample_input(boto3.client("s3"), S3Location(BUCKET, "input/estimate.jsonl"), "jsonl", "text")
@@ -223,8 +223,8 @@ def test_the_default_throughput_names_its_source(tmp_path: Path) -> None:
 
 
 def test_embed_s3_runs_the_deployed_state_machine_and_reports_output_and_cost(
-    machine: dict[str, Any],  # noqa: F811 - the imported fixture
-    moto: dict[str, Any],  # noqa: F811
+    machine: dict[str, Any],
+    moto: dict[str, Any],
 ) -> None:
     data, good, bad = make_corpus(600, seed=9)
     boto3.client("s3").put_object(Bucket=BUCKET, Key="input/client.jsonl", Body=data)

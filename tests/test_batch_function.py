@@ -22,7 +22,6 @@ import random
 import sys
 import types
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +32,14 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
-from local.functions import prepare_embeddings_model
-from local.models import EMBEDDINGS_MODEL_ID, embedded_embeddings_model
+from local.models import EMBEDDINGS_MODEL_ID
+from tests.conftest import BATCH_BUCKET, FakeContext
 from tests.test_batch_asl import batch, read_jsonl, select
 
 pytestmark = pytest.mark.slow
 
 EMBEDDINGS_DIR = Path(__file__).resolve().parent.parent / "lambda_images" / "embeddings"
-BUCKET = "bulk-embeddings-test"
+BUCKET = BATCH_BUCKET
 OUTPUT_PREFIX = "output/"
 SELECTOR = {"index.$": "$$.Map.Item.Index", "value.$": "$$.Map.Item.Value"}
 """The Distributed Map's ItemSelector (tests/test_stack_batch.py checks the definition has this one)."""
@@ -79,18 +78,15 @@ WORDS = [
 ]
 
 
-@dataclass
-class FakeContext:
-    """Stands in for the Lambda context object (AWS itself)."""
-
-    remaining_ms: int = 300_000
-    aws_request_id: str = "batch-test"
-    function_name: str = "embeddings-batch"
-    memory_limit_in_mb: int = 2048
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:embeddings-batch"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
+def batch_context() -> FakeContext:
+    """The batch function's context: five minutes left, so no test batch meets its deadline by chance."""
+    return FakeContext(
+        remaining_ms=300_000,
+        aws_request_id="batch-test",
+        function_name="embeddings-batch",
+        memory_limit_in_mb=2048,
+        invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:embeddings-batch",
+    )
 
 
 # ------------------------------------------------------------------ the corpus
@@ -136,11 +132,6 @@ def make_corpus(count: int, *, seed: int = 15) -> tuple[bytes, dict[str, str], d
 
 
 # ------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(scope="module")
-def model_dir() -> Path:
-    return prepare_embeddings_model(embedded_embeddings_model(), EMBEDDINGS_MODEL_ID, echo=lambda line: None)
 
 
 @pytest.fixture(scope="module")
@@ -230,7 +221,7 @@ def batch_events(data: bytes, prefix: str, **options: Any) -> list[dict[str, Any
 
 def invoke(module: types.ModuleType, event: dict[str, Any], context: FakeContext | None = None) -> Any:
     """As Lambda does it: the event arrives as JSON, the result leaves as JSON."""
-    result = module.lambda_handler(json.loads(json.dumps(event)), context or FakeContext())
+    result = module.lambda_handler(json.loads(json.dumps(event)), context or batch_context())
     return json.loads(json.dumps(result))
 
 
@@ -353,7 +344,7 @@ def test_vectors_equal_the_online_functions_for_the_same_texts(
     for start in range(0, len(sample), 64):
         texts = [good[record_id] for record_id in sample[start : start + 64]]
         request = {"inputs": texts, "truncate": False, "normalize": True}
-        online.extend(online_fn.app.lambda_handler(request, FakeContext()))
+        online.extend(online_fn.app.lambda_handler(request, batch_context()))
     # Then the vectors are the same, to float32 precision
     batch_vectors = np.stack([by_id[record_id] for record_id in sample])
     assert np.allclose(batch_vectors, np.asarray(online, dtype=np.float32), atol=1e-5)

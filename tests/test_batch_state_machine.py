@@ -5,7 +5,8 @@ Everything AWS is moto (an AWS stand-in): its server on a free local port
 holds S3, IAM, Lambda and Step Functions, with state machine execution on.
 moto's Lambda cannot run an image without Docker, so its invoke is replaced
 by a call to the real batch entry point (lambda_images/embeddings/batch.py,
-the real model), with Lambda's error shape when it raises. The definition is
+the real model), with Lambda's error shape when it raises (the ``moto`` and
+``machine`` fixtures in tests/conftest.py, shared with tests/test_batch_client.py). The definition is
 the one the stack synthesizes, through the translation in
 tests/test_batch_asl.py for what moto's interpreter lacks (ItemBatcher, JSON
 Lines, an integer tolerated percentage, a ResultWriter with paths): the
@@ -20,170 +21,22 @@ nothing (moto marks a Map run SUCCEEDED even when an item failed).
 from __future__ import annotations
 
 import json
-import logging
-import sys
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-import requests
 
-from app import build_app, cdk_json_context
-from tests.test_batch_asl import for_moto, read_csv, read_jsonl, stage, state_machine_definition
+from tests.test_batch_asl import read_csv, read_jsonl, stage
 from tests.test_batch_function import (
     BUCKET,
-    FakeContext,
-    ScriptedDeadline,
     listing,
-    load_module,
     make_corpus,
-    model_dir,  # noqa: F401 - a fixture this module uses
     read_errors,
     read_vectors,
 )
 
 pytestmark = pytest.mark.slow
-
-REGION = "us-east-1"
-SETTINGS = {
-    "batch_embeddings": "true",
-    "batch_embeddings_bucket_name": BUCKET,  # an existing bucket: the one made here
-    "batch_embeddings_items_per_batch": "100",
-    "batch_embeddings_max_concurrency": "3",
-}
-"""Small batches and little concurrency, so a corpus of 1,200 records makes a dozen child workflows."""
-
-
-@dataclass
-class Calls:
-    """Every invocation of the batch function, and how many ran at once (at most)."""
-
-    events: list[dict[str, Any]] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    running: int = 0
-    most: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    fail_first: dict[int, str] = field(default_factory=dict)
-    """First item index of a batch -> how its first invocation fails ('deadline' or 'storage')."""
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    outdir = tmp_path_factory.mktemp("batch-sfn")
-    app, stack = build_app({**cdk_json_context(), **SETTINGS}, outdir=str(outdir))
-    app.synth()
-    loaded: dict[str, Any] = json.loads((Path(outdir) / stack.template_file).read_text())
-    return loaded
-
-
-@pytest.fixture(scope="module")
-def moto(model_dir: Path) -> Iterator[dict[str, Any]]:  # noqa: F811 - the imported fixture
-    """moto's server with execution on, the batch function behind its Lambda invoke, and the bucket."""
-    from moto.awslambda_simple.models import LambdaSimpleBackend
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    calls = Calls()
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in {
-            "AWS_ENDPOINT_URL": endpoint,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": REGION,
-            "MOTO_PORT": str(port),  # where moto's interpreter sends its own S3 and Lambda calls
-        }.items():
-            patch.setenv(name, value)
-        patch.delenv("AWS_PROFILE", raising=False)
-        # moto's state is per process: start from nothing, whichever module ran a server before
-        requests.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
-        requests.post(
-            f"{endpoint}/moto-api/config",
-            json={"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}},
-            timeout=10,
-        ).raise_for_status()
-        batch_fn = load_module("embeddings_batch_for_sfn", "batch.py", model_dir)
-
-        def invoke(
-            self: Any,
-            function_name: str,
-            qualifier: str | None,
-            body: Any,
-            headers: Any,
-            response_headers: Any,
-        ) -> bytes:
-            event = json.loads(body)
-            with calls.lock:
-                calls.events.append(event)
-                calls.running += 1
-                calls.most = max(calls.most, calls.running)
-                failure = calls.fail_first.pop(event["Items"][0]["index"], None)
-            try:
-                if failure == "deadline":
-                    result = batch_fn.job.run(event, ScriptedDeadline(1))
-                elif failure == "storage":
-                    raise sys.modules["embedder.batch_s3"].StorageUnavailable("S3 answered 503 Slow Down")
-                else:
-                    result = batch_fn.lambda_handler(event, FakeContext())
-                return json.dumps(result).encode()
-            except Exception as exc:  # every error goes back as Lambda reports it
-                calls.errors.append(type(exc).__name__)
-                response_headers["x-amz-function-error"] = "Unhandled"
-                return json.dumps({"errorType": type(exc).__name__, "errorMessage": str(exc)}).encode()
-            finally:
-                with calls.lock:
-                    calls.running -= 1
-
-        patch.setattr(LambdaSimpleBackend, "invoke", invoke)
-        boto3.client("s3").create_bucket(Bucket=BUCKET)
-        role = boto3.client("iam").create_role(
-            RoleName="batch-embeddings", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17"})
-        )["Role"]["Arn"]
-        function_arn = boto3.client("lambda").create_function(
-            FunctionName="embeddings-batch",
-            Role=role,
-            Code={"ZipFile": b"stand-in: invoke runs lambda_images/embeddings/batch.py in this process"},
-            Runtime="python3.11",
-            Handler="batch.lambda_handler",
-        )["FunctionArn"]
-        yield {"endpoint": endpoint, "calls": calls, "role": role, "function_arn": function_arn}
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def machine(template: dict[str, Any], moto: dict[str, Any]) -> dict[str, Any]:
-    """The synthesized definition, translated, created in moto."""
-    (function_id,) = [
-        logical_id
-        for logical_id, resource in template["Resources"].items()
-        if resource["Type"] == "AWS::Lambda::Function"
-        and resource["Properties"]["Environment"]["Variables"].get("POWERTOOLS_SERVICE_NAME")
-        == "embeddings-batch"
-    ]
-    definition = state_machine_definition(template, {f"{function_id}.Arn": moto["function_arn"]})
-    translated, plans = for_moto(definition)
-    check = definition["States"][definition["StartAt"]]
-    formats = {
-        next(c["StringEquals"] for c in choice["And"] if c["Variable"] == "$.format"): choice["Next"]
-        for choice in check["Choices"]
-    }
-    arn = boto3.client("stepfunctions").create_state_machine(
-        name="bulk-embeddings", definition=json.dumps(translated), roleArn=moto["role"], type="STANDARD"
-    )["stateMachineArn"]
-    return {
-        "arn": arn,
-        "definition": definition,
-        "plans": {plan.state: plan for plan in plans},
-        "formats": formats,
-    }
 
 
 def run(machine: dict[str, Any], execution_input: dict[str, Any], name: str) -> dict[str, Any]:
@@ -240,7 +93,7 @@ def test_the_map_invokes_the_batch_function_once_per_batch_with_the_runs_batch_i
     assert len(batches) == 13  # 1,210 records, 100 per batch
     assert jsonl_run["staged"]["EmbedCsv"] == []
     # Then each batch reached the function with its items and the run's BatchInput, made from the input
-    first_calls = {}
+    first_calls: dict[int, dict[str, Any]] = {}
     for event in jsonl_run["events"]:
         first_calls.setdefault(event["Items"][0]["index"], event)
     assert sorted(first_calls) == [group[0]["index"] for group in batches]
