@@ -4,9 +4,10 @@ The image runs ``python -m lambda_common.lambda_runtime`` (its Dockerfile's
 ENTRYPOINT, read by ``local.rie.image_runtime``). The emulator reads a
 streamed response to its end before it answers, so it cannot show timing; it
 does show that the loop speaks the Runtime API as the real Lambda side
-expects: the seed's direct payload answered whole, and a streamed Function URL
-answer (URL in RESPONSE_STREAM mode) returned whole by the emulator as the
-HTTP-integration prelude, eight NULs and the server-sent events.
+expects: a streamed Function URL answer (URL in RESPONSE_STREAM mode) returned
+whole by the emulator as the HTTP-integration prelude, eight NULs and the
+server-sent events. The seed's direct payload under the same runtime is
+tests/test_llama_rie.py's (the URL's invoke mode does not touch it).
 """
 
 from __future__ import annotations
@@ -46,17 +47,6 @@ def function() -> Iterator[EmulatedFunction]:
 
 def test_the_image_runs_the_projects_runtime_loop() -> None:
     assert image_runtime("llama") == "lambda_common.lambda_runtime"
-
-
-def test_seed_payload_is_answered_whole(function: EmulatedFunction) -> None:
-    # Given the seed's direct payload
-    result = function.invoke({"prompt": "llamas are", "n-generate": 1})
-    # Then the emulator returns the handler's JSON answer: one generated token
-    assert result.status == 200
-    answer = result.json()
-    assert answer["usage"]["completion_tokens"] == 1
-    assert answer["finish_reason"] == "length"
-    assert answer["text"].strip()
 
 
 def test_a_streamed_url_answer_arrives_whole_with_its_prelude(function: EmulatedFunction) -> None:
