@@ -16,7 +16,8 @@ What is checked, for the generator and the embeddings function alike:
 - the API key is not kept in the snapshot: a key rotated after the snapshot is the one a
   restored copy accepts;
 - two environments restored from the one image do not share random state (two unseeded
-  generations differ) and do not initialise again.
+  generations differ) and do not initialise again; a third still streams through its
+  Function URL.
 """
 
 from __future__ import annotations
@@ -173,7 +174,7 @@ def test_snapstart_lifecycle_of_the_real_function(
         assert function.function.environments == 2
 
 
-def test_restored_copies_of_the_generator_do_not_share_random_state(
+def test_restored_copies_of_the_generator_do_not_share_random_state_and_still_stream(
     secrets: tuple[str, str, Any], tmp_path: Path
 ) -> None:
     _, arn, client = secrets
@@ -191,14 +192,8 @@ def test_restored_copies_of_the_generator_do_not_share_random_state(
         # Then their unseeded generations differ
         assert texts[0] != texts[1]
         assert function.function.environments == 2
-
-
-def test_a_streamed_answer_from_a_restored_copy(secrets: tuple[str, str, Any], tmp_path: Path) -> None:
-    # The restored generator still streams through its Function URL (RESPONSE_STREAM)
-    _, arn, client = secrets
-    client.put_secret_value(SecretId=arn, SecretString=FIRST_KEY)
-    with snapstart_function("llama", secrets, tmp_path / "logs") as stack:
-        function = stack.functions["llama"]
+        # And a restored copy still streams through its Function URL (RESPONSE_STREAM); one more
+        # copy from the same image (the checkpoint is made once per function)
         body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "stream": True}
         event = function_url_event(
             "POST",
@@ -210,3 +205,5 @@ def test_a_streamed_answer_from_a_restored_copy(secrets: tuple[str, str, Any], t
         assert outcome.error is None
         assert b"data: [DONE]" in outcome.body
         assert b"chat.completion.chunk" in outcome.body
+        assert function.function.environments == 3
+        assert log_messages(function).count("restored") == 3
