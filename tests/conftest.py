@@ -82,6 +82,42 @@ def function_url_event(
     return event
 
 
+def sse_events(text: str) -> list[Any]:
+    """The data of each server-sent event of a whole stream, JSON-decoded; the [DONE] marker stays a string.
+
+    Strict: every event is one ``data:`` line ended by a blank line, as the generator writes them.
+    """
+    assert text.endswith("\n\n"), text[-200:]
+    events = []
+    for block in text.strip("\n").split("\n\n"):
+        assert block.startswith("data: "), block
+        data = block[len("data: ") :]
+        events.append(data if data == "[DONE]" else json.loads(data))
+    return events
+
+
+def local_aws_client(service: str, endpoint: str, *, read_timeout: float = 60) -> Any:
+    """A boto3 client on a local stand-in of AWS (the local Invoke API, moto's server), with dummy
+    credentials the stand-in ignores (AWS itself is not reachable here); one attempt, so a failure
+    is not retried away."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"max_attempts": 1}, read_timeout=read_timeout),
+    )
+
+
+def lambda_client(endpoint: str, *, read_timeout: float = 60) -> Any:
+    """boto3's Lambda client on a local Invoke API (``local_aws_client``)."""
+    return local_aws_client("lambda", endpoint, read_timeout=read_timeout)
+
+
 @pytest.fixture(scope="session")
 def gguf_path() -> Path:
     return embedded_gguf()
@@ -137,6 +173,16 @@ def aws_env(tmp_path: Path) -> dict[str, str]:
         }
     )
     return env
+
+
+@pytest.fixture
+def dummy_aws(aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``aws_env`` in this process's own environment, for boto3 and the client called in-process."""
+    for name in [name for name in os.environ if name.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    for name, value in aws_env.items():
+        if name.startswith("AWS_"):
+            monkeypatch.setenv(name, value)
 
 
 # ------------------------------------------------------------------ the bulk-embedding world

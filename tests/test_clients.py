@@ -249,13 +249,8 @@ def test_client_reads_the_api_key_from_secrets_manager() -> None:
         assert calls.fetch_api_key(arn, session=OneClientSession()) == "the-key-from-secrets"
 
 
-def test_client_invokes_by_function_name(
-    embeddings: RunningFunction, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Dummy credentials: boto3 signs even for the emulator, which ignores them.
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+@pytest.mark.usefixtures("dummy_aws")  # boto3 signs even for the emulator, which ignores the credentials
+def test_client_invokes_by_function_name(embeddings: RunningFunction) -> None:
     status, out, err = run_client(
         "invoke",
         "--function-name",
@@ -270,11 +265,11 @@ def test_client_invokes_by_function_name(
     assert re.search(r"status 200; total \d+ ms", err)
 
 
+@pytest.mark.usefixtures("dummy_aws")
 def test_client_payload_from_a_file(
     embeddings: RunningFunction, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_DEFAULT_REGION")  # the region comes from --region
     payload = tmp_path / "p.json"
     payload.write_text(json.dumps({"inputs": "one"}))
     status, out, _ = run_client(

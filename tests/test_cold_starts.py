@@ -81,9 +81,7 @@ class StubbedSession:
 
 
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+def aws(dummy_aws: None) -> tuple[Any, Any]:
     return boto3.client("lambda", region_name="us-east-1"), boto3.client("logs", region_name="us-east-1")
 
 

@@ -15,6 +15,7 @@ import importlib.util
 import json
 import sys
 import types
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import pytest
 from lambda_common.auth import ApiKeyGuard
 from lambda_common.streaming import StreamAborted, StreamingResponse
 from local.models import embedded_gguf
-from tests.conftest import FakeContext, function_url_event
+from tests.conftest import FakeContext, function_url_event, sse_events
 
 LLAMA_DIR = Path(__file__).resolve().parent.parent / "lambda_images" / "llama"
 SEED = {"prompt": "llamas are", "n-generate": 1}
@@ -75,6 +76,32 @@ def handler(loaded: tuple[types.ModuleType, dict[str, Any]]) -> types.ModuleType
     return loaded[0]
 
 
+@dataclass
+class DecodeCalls:
+    """llama.cpp's decode calls during one test; the call numbered ``fail_at`` raises instead."""
+
+    count: int = 0
+    fail_at: int | None = None
+
+
+@pytest.fixture
+def decode_calls(handler: types.ModuleType, monkeypatch: pytest.MonkeyPatch) -> DecodeCalls:
+    """Counts (and can fail) llama.cpp's decode calls. llama.cpp cannot be made to fail on demand, so
+    the count and the fault sit where llama-cpp-python calls llama_decode; undone after the test."""
+    llm = handler.engine.llm
+    real_eval = llm.eval
+    calls = DecodeCalls()
+
+    def eval_(tokens: Any) -> None:
+        calls.count += 1
+        if calls.count == calls.fail_at:
+            raise RuntimeError("llama_decode returned -1")
+        real_eval(tokens)
+
+    monkeypatch.setattr(llm, "eval", eval_)
+    return calls
+
+
 def invoke(handler: types.ModuleType, payload: Any, remaining_ms: int = 60_000) -> Any:
     return handler.app.lambda_handler(payload, FakeContext(remaining_ms=remaining_ms))
 
@@ -97,17 +124,6 @@ def call(
     if response.get("isBase64Encoded"):
         text = base64.b64decode(text).decode()
     return response["statusCode"], {k.lower(): v for k, v in response.get("headers", {}).items()}, text
-
-
-def sse_events(text: str) -> list[Any]:
-    """The data of each server-sent event; the [DONE] marker stays a string."""
-    assert text.endswith("\n\n")
-    events = []
-    for block in text.strip("\n").split("\n\n"):
-        assert block.startswith("data: "), block
-        data = block[len("data: ") :]
-        events.append(data if data == "[DONE]" else json.loads(data))
-    return events
 
 
 # ------------------------------------------------------------------ the seed payload and cold start
@@ -244,21 +260,10 @@ def test_a_prompt_longer_than_the_context_is_refused_and_the_process_survives(
 
 
 def test_a_llama_cpp_failure_mid_generation_is_a_500_not_a_half_answer(
-    handler: types.ModuleType, monkeypatch: pytest.MonkeyPatch
+    handler: types.ModuleType, decode_calls: DecodeCalls
 ) -> None:
-    # Given llama.cpp failing on its fifth decode call. (llama.cpp cannot be made to fail
-    # on demand, so the fault is injected where llama-cpp-python calls llama_decode.)
-    llm = handler.engine.llm
-    real_eval = llm.eval
-    calls = {"n": 0}
-
-    def failing_eval(tokens: Any) -> None:
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise RuntimeError("llama_decode returned -1")
-        real_eval(tokens)
-
-    monkeypatch.setattr(llm, "eval", failing_eval)
+    # Given llama.cpp failing on its fifth decode call
+    decode_calls.fail_at = 5
     # When a generation runs into it
     answer = invoke(handler, {"prompt": COUNTING, "max_tokens": 20, "temperature": 0})
     # Then the answer is a server error without partial text
@@ -266,7 +271,7 @@ def test_a_llama_cpp_failure_mid_generation_is_a_500_not_a_half_answer(
     assert answer["error"]["status"] == 500
     assert answer["error"]["code"] == "generation_failed"
     assert answer["error"]["type"] == "server_error"
-    monkeypatch.setattr(llm, "eval", real_eval)
+    decode_calls.fail_at = None
     # And the next request generates normally from a clean state
     after = invoke(handler, {"prompt": COUNTING, "max_tokens": 6, "temperature": 0})
     reference = invoke(handler, {"prompt": COUNTING, "max_tokens": 6, "temperature": 0})
@@ -593,21 +598,11 @@ def test_a_direct_payload_with_stream_true_streams_llama_cpp_events(handler: typ
 
 
 def test_an_error_mid_stream_ends_it_with_an_error_event_and_aborts(
-    handler: types.ModuleType, monkeypatch: pytest.MonkeyPatch
+    handler: types.ModuleType, decode_calls: DecodeCalls, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given llama.cpp failing on its fifth decode call (injected where llama-cpp-python calls llama_decode)
+    # Given llama.cpp failing on its fifth decode call
     monkeypatch.setattr(handler.app, "url_streaming", True)
-    llm = handler.engine.llm
-    real_eval = llm.eval
-    calls = {"n": 0}
-
-    def failing_eval(tokens: Any) -> None:
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise RuntimeError("llama_decode returned -1")
-        real_eval(tokens)
-
-    monkeypatch.setattr(llm, "eval", failing_eval)
+    decode_calls.fail_at = 5
     answer = stream(handler, "/v1/completions", {"prompt": COUNTING, "max_tokens": 20, "stream": True})
     chunks: list[bytes] = []
     # When the stream is read as the runtime loop reads it
@@ -619,30 +614,22 @@ def test_an_error_mid_stream_ends_it_with_an_error_event_and_aborts(
     assert error["code"] == "generation_failed"
     assert error["type"] == "server_error"
     assert len(chunks) >= 3
-    monkeypatch.setattr(llm, "eval", real_eval)
+    decode_calls.fail_at = None
     assert invoke(handler, dict(SEED))["usage"]["completion_tokens"] == 1
 
 
 def test_a_caller_going_away_stops_the_generation(
-    handler: types.ModuleType, monkeypatch: pytest.MonkeyPatch
+    handler: types.ModuleType, decode_calls: DecodeCalls, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a long streamed generation and a count of llama.cpp decode calls
     monkeypatch.setattr(handler.app, "url_streaming", True)
-    llm = handler.engine.llm
-    real_eval = llm.eval
-    calls = {"n": 0}
-
-    def counting_eval(tokens: Any) -> None:
-        calls["n"] += 1
-        real_eval(tokens)
-
-    monkeypatch.setattr(llm, "eval", counting_eval)
     answer = stream(handler, "/v1/completions", {"prompt": COUNTING, "max_tokens": 200, "stream": True})
     next(answer.chunks)
-    decoded = calls["n"]
+    decoded = decode_calls.count
+    assert decoded >= 1  # the count sees llama.cpp's decode calls
     # When the runtime closes the stream (the platform told it the caller is gone)
     answer.close()
     # Then no further token is decoded and the model is free for the next request at once
-    assert calls["n"] == decoded
+    assert decode_calls.count == decoded
     assert not handler.engine._lock.locked()
     assert invoke(handler, dict(SEED))["usage"]["completion_tokens"] == 1

@@ -19,7 +19,7 @@ import pytest
 
 from local.models import embedded_gguf
 from local.rie import IMAGES, ROOT, EmulatedFunction, FunctionSpec, image_runtime
-from tests.conftest import function_url_event
+from tests.conftest import function_url_event, sse_events
 
 pytestmark = pytest.mark.slow
 
@@ -62,9 +62,9 @@ def test_a_streamed_url_answer_arrives_whole_with_its_prelude(function: Emulated
     head = json.loads(prelude)
     assert head["statusCode"] == 200
     assert head["headers"]["Content-Type"].startswith("text/event-stream")
-    events = [line.removeprefix("data: ") for line in sse.decode().split("\n\n") if line]
+    events = sse_events(sse.decode())
     assert events[-1] == "[DONE]"
-    chunks = [json.loads(event) for event in events[:-1]]
+    chunks = events[:-1]
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
     assert any(chunk["choices"] and chunk["choices"][0]["delta"].get("content") for chunk in chunks)
 

@@ -21,13 +21,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 
 from local.runtime_api import FunctionError, InvokeOutcome
 from local.stack import RunningFunction
 from local.url_front import build_event, is_text_media_type, map_response
+from tests.conftest import lambda_client
 from tests.harness import echo_function
 
 
@@ -283,26 +282,6 @@ def test_stop_reaps_the_runtime(tmp_path: Path) -> None:
 # --- the Invoke API ------------------------------------------------------------------------
 
 
-@pytest.fixture
-def dummy_aws(monkeypatch: pytest.MonkeyPatch) -> None:
-    # AWS itself cannot exist here: botocore signs every request, so it needs
-    # credentials, which the local Invoke API ignores.
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-
-
-def lambda_client(endpoint: str) -> Any:
-    return boto3.client(
-        "lambda",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        config=Config(retries={"max_attempts": 1}, read_timeout=60),
-    )
-
-
-@pytest.mark.usefixtures("dummy_aws")
 def test_boto3_invoke_passes_the_payload_through(echo_stack: RunningFunction) -> None:
     client = lambda_client(echo_stack.endpoint)
     answer = client.invoke(FunctionName="function", Payload=json.dumps({"direct": True}).encode())
@@ -312,7 +291,6 @@ def test_boto3_invoke_passes_the_payload_through(echo_stack: RunningFunction) ->
     assert json.loads(payload["body"]) == {"direct": True}
 
 
-@pytest.mark.usefixtures("dummy_aws")
 def test_boto3_invoke_reports_a_function_error_as_lambda_does(echo_stack: RunningFunction) -> None:
     client = lambda_client(echo_stack.endpoint)
     answer = client.invoke(FunctionName="function", Payload=b'{"raise": true}')

@@ -18,12 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 
 from local.rie import ROOT, free_port
 from local.stack import LocalStack, RunningFunction
+from tests.conftest import lambda_client
 from tests.harness import API_KEY, shared_stack
 
 pytestmark = pytest.mark.slow
@@ -79,18 +78,6 @@ def http_call(
         return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
     finally:
         connection.close()
-
-
-def lambda_client(endpoint: str) -> Any:
-    # Dummy credentials: AWS itself is not reachable here, the local Invoke API ignores them.
-    return boto3.client(
-        "lambda",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"max_attempts": 1}, read_timeout=300),
-    )
 
 
 # --- the AWS CLI with the seeds' exact payloads ----------------------------------------------
@@ -155,12 +142,12 @@ def test_aws_cli_gets_a_structured_error_for_a_bad_payload(
 
 
 def test_boto3_invokes_both_functions(llama: RunningFunction, embeddings: RunningFunction) -> None:
-    generated = lambda_client(llama.endpoint).invoke(
+    generated = lambda_client(llama.endpoint, read_timeout=300).invoke(
         FunctionName="function", Payload=json.dumps({"prompt": "The capital of France is", "n-generate": 3})
     )
     assert generated["StatusCode"] == 200
     assert json.loads(generated["Payload"].read())["usage"]["completion_tokens"] <= 3
-    embedded = lambda_client(embeddings.endpoint).invoke(
+    embedded = lambda_client(embeddings.endpoint, read_timeout=300).invoke(
         FunctionName="function", Payload=json.dumps({"inputs": "one text"})
     )
     assert embedded["StatusCode"] == 200

@@ -22,9 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.eventstream import EventStreamBuffer
 from botocore.exceptions import ClientError
 
@@ -34,6 +32,7 @@ from local.invoke_api import InvokeApi
 from local.rie import FunctionSpec
 from local.runtime_api import Done, FunctionError, Head, LocalFunction
 from local.url_front import FunctionUrlFront
+from tests.conftest import lambda_client
 
 HANDLER = textwrap.dedent(
     """
@@ -136,17 +135,6 @@ def function(gates: Path) -> Iterator[LocalFunction]:
 def invoke(function: LocalFunction, action: str, arg: str = "") -> Any:
     outcome = function.invoke(json.dumps({"action": action, "arg": arg}).encode()).result()
     return outcome
-
-
-def lambda_client(endpoint: str) -> Any:
-    return boto3.client(
-        "lambda",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"max_attempts": 1}, read_timeout=60),
-    )
 
 
 # --- streaming passes through -------------------------------------------------------------------

@@ -31,14 +31,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import requests
 
 from local.functions import LocalOptions, build_plans
 from local.snapstart import CriuSnapshots
 from local.stack import LocalStack, RunningFunction
-from tests.conftest import function_url_event
+from tests.conftest import function_url_event, local_aws_client
 
 pytestmark = pytest.mark.slow
 
@@ -61,13 +60,7 @@ def secrets(criu: None) -> Iterator[tuple[str, str, Any]]:
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     requests.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
-    client = boto3.client(
-        "secretsmanager",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    client = local_aws_client("secretsmanager", endpoint)
     arn = client.create_secret(Name="llm-api-key", SecretString=FIRST_KEY)["ARN"]
     yield endpoint, arn, client
     server.stop()

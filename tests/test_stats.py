@@ -38,9 +38,7 @@ class StubbedSession:
 
 
 @pytest.fixture
-def clients(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+def clients(dummy_aws: None, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.setattr("client.commands.stats.window", lambda hours: window(hours, NOW))
     return {
         name: boto3.client(name, region_name=REGION)  # type: ignore[call-overload]

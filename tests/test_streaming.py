@@ -28,13 +28,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import boto3
 import openai
 import pytest
-from botocore.config import Config
 
 import client.__main__ as client_cli
 from local.stack import RunningFunction
+from tests.conftest import lambda_client, sse_events
 from tests.harness import streaming_stack
 
 pytestmark = pytest.mark.slow
@@ -174,22 +173,11 @@ def test_curl_no_buffer_prints_events_as_they_come(llama: RunningFunction, model
 # --- boto3 and the AWS CLI on the Invoke API -------------------------------------------------------------
 
 
-def lambda_client(endpoint: str) -> Any:
-    return boto3.client(
-        "lambda",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"max_attempts": 1}, read_timeout=120),
-    )
-
-
 def test_boto3_invoke_with_response_stream_gets_tokens_as_they_come(llama: RunningFunction) -> None:
     # Given the seed's direct payload, asking for a stream
     payload = {"prompt": TEXT_PROMPT, "n-generate": TOKENS, "temperature": 0, "stream": True}
     order = Order(llama)
-    answer = lambda_client(llama.endpoint).invoke_with_response_stream(
+    answer = lambda_client(llama.endpoint, read_timeout=120).invoke_with_response_stream(
         FunctionName="function", Payload=json.dumps(payload)
     )
     # When the event stream is iterated
@@ -197,9 +185,9 @@ def test_boto3_invoke_with_response_stream_gets_tokens_as_they_come(llama: Runni
     complete = None
     for event in answer["EventStream"]:
         if "PayloadChunk" in event:
-            data = event["PayloadChunk"]["Payload"].decode()
-            assert data.startswith("data: ")
-            pieces.append(json.loads(data.removeprefix("data: ")))
+            events = sse_events(event["PayloadChunk"]["Payload"].decode())
+            assert len(events) == 1  # one event per chunk
+            pieces.extend(events)
             if pieces[-1]["content"]:
                 order.content()
         else:
@@ -230,7 +218,7 @@ def test_aws_cli_invoke_of_a_streamed_request_gets_the_whole_answer(
     # Then the CLI gets every event in one answer (Invoke buffers a stream), the last one the stop event
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["StatusCode"] == 200
-    events = [json.loads(line.removeprefix("data: ")) for line in out.read_text().splitlines() if line]
+    events = sse_events(out.read_text())
     assert len(events) == 5
     assert [event["stop"] for event in events] == [False] * 4 + [True]
 
@@ -326,29 +314,26 @@ def test_client_url_stream_prints_tokens_as_they_arrive(llama: RunningFunction) 
     assert " events; " in err.getvalue()
 
 
+@pytest.mark.usefixtures("dummy_aws")
 def test_client_invoke_stream_uses_invoke_with_response_stream(llama: RunningFunction) -> None:
     # Given the client's invoke --stream against the local Invoke API (dummy credentials: AWS stand-in)
     order = Order(llama)
     out, err = OrderedOut(order), io.StringIO()
     payload = json.dumps({"prompt": TEXT_PROMPT, "max_tokens": TOKENS, "temperature": 0})
-    env = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": "us-east-1"}
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in env.items():
-            patch.setenv(name, value)
-        status = client_cli.main(
-            [
-                "invoke",
-                "--function-name",
-                "function",
-                "--endpoint-url",
-                llama.endpoint,
-                "--payload",
-                payload,
-                "--stream",
-            ],
-            out=out,  # type: ignore[arg-type]
-            err=err,
-        )
+    status = client_cli.main(
+        [
+            "invoke",
+            "--function-name",
+            "function",
+            "--endpoint-url",
+            llama.endpoint,
+            "--payload",
+            payload,
+            "--stream",
+        ],
+        out=out,  # type: ignore[arg-type]
+        err=err,
+    )
     # Then the llama.cpp-style events of the direct payload were printed as they came
     assert status == 0, err.getvalue()
     order.check()
