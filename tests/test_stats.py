@@ -2,7 +2,9 @@
 
 AWS is stubbed: CloudFormation, Lambda, CloudWatch and CloudWatch Logs are
 botocore Stubbers on real clients (which also check each request against the
-service's API model). The cost model and the price book are the real ones.
+service's API model). The clock is fixed too: the command's time window is
+computed from ``NOW`` instead of the current time, so the stubbed requests'
+start and end times are known. The cost model and the price book are the real ones.
 """
 
 from __future__ import annotations
