@@ -1,7 +1,7 @@
 """`make bench` in quick mode, for real: both handlers under the real Runtime Interface
 Emulator and the bare libraries, on the embedded models; the generator streaming through
-`make local`'s Function URL front; both functions checkpointed and restored by CRIU where
-it can run (root and scripts/build-criu.sh); the bulk-embedding function with S3 as moto's
+`make local`'s Function URL front; both functions checkpointed and restored by CRIU (the
+``criu`` fixture builds it or fails saying why); the bulk-embedding function with S3 as moto's
 server (AWS itself cannot exist here). No timing is asserted (the machine is shared); only
 that the run completes and reports everything.
 """
@@ -78,7 +78,7 @@ SNAPSTART = tuple(
     for function in ("llama", "embeddings")
     for key in ("init_s", "restore_to_first_token_s", "cold_first_token_s", "restore_vs_cold_first_token")
 )
-"""Real values where CRIU can run (root, scripts/build-criu.sh); else null, with the reason beside them."""
+"""Real values from a CRIU checkpoint (the bench writes null and the reason where CRIU cannot run)."""
 
 
 def published() -> list[str]:
@@ -96,8 +96,9 @@ def published() -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("criu")
 def test_quick_bench_writes_every_required_result(tmp_path: Path) -> None:
-    # Given the embedded models and an output folder outside benchmarks/
+    # Given the embedded models, CRIU, and an output folder outside benchmarks/
     before = published()
 
     # When `python -m benchmarks --quick` runs
@@ -130,18 +131,11 @@ def test_quick_bench_writes_every_required_result(tmp_path: Path) -> None:
     assert results["llama"]["stream_tokens"] > 1
     assert results["batch"]["tokens"] > 0
     assert [row["memory_mb"] for row in results["embeddings"]["memory_settings"]["rows"]] == [2048, 8192]
-    # and SnapStart came from a real checkpoint where CRIU can run, else says why not
-    from local import checkpoint
-
-    criu, why = checkpoint.available()
+    # and SnapStart came from a real checkpoint (the criu fixture made sure CRIU runs here)
     for key in SNAPSTART:
         value = report.lookup(results, key)
-        if criu:
-            assert value is not None, key
-            assert value > 0, key
-        else:
-            assert value is None, key
-            assert why in report.lookup(results, key.split(".")[0] + ".snapstart_unavailable")
+        assert value is not None, key
+        assert value > 0, key
     # and the Markdown table and both charts are written beside it
     assert "Benchmark results" in (tmp_path / "results.md").read_text()
     for chart in (report.LATENCY_CHART, report.COST_CHART):
