@@ -314,7 +314,7 @@ def test_an_init_failure_is_posted_to_init_error_and_the_process_exits(
 def test_load_handler_returns_the_callable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "loadable.py").write_text("def handler(event, context):\n    return 42\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert load_handler("loadable.handler")({}, None) == 42
+    assert load_handler("loadable.handler")({}, None) == 42  # type: ignore[arg-type] # reads no context
     with pytest.raises(InitFailure) as failure:
         load_handler("loadable.absent")
     assert failure.value.error["errorType"] == "Runtime.HandlerNotFound"

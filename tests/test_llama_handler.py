@@ -567,6 +567,7 @@ def test_a_streamed_chat_gives_one_chunk_per_token_while_the_rest_is_still_being
     whole = json.loads(call(handler, "POST", "/v1/chat/completions", body)[2])
     answer = stream(handler, "/v1/chat/completions", body | {"stream": True})
     # Then the prelude carries the status and headers
+    assert answer.prelude is not None
     assert answer.prelude == {"statusCode": 200, "headers": answer.prelude["headers"]}
     assert answer.prelude["headers"]["Content-Type"] == "text/event-stream"
     # And the role chunk comes first, then the first content chunk, before the generation has ended
