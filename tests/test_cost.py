@@ -515,13 +515,9 @@ def test_logs_command_without_report_records_says_so(tmp_path: Path) -> None:
     assert "no REPORT lines" in done.stderr
 
 
-def test_reads_report_records_from_cloudwatch(
-    book: prices.PriceBook, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_reads_report_records_from_cloudwatch(book: prices.PriceBook, dummy_aws: None) -> None:
     # Given a deployed arm64 function with 2 GB of /tmp in eu-central-1 (AWS mocked with botocore
     # Stubbers: there is no AWS account here), whose log group returns two pages of records
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     lam = boto3.client("lambda", region_name="eu-central-1")
     logs = boto3.client("logs", region_name="eu-central-1")
     now = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)

@@ -462,3 +462,20 @@ def test_the_observed_template_passes_cfn_lint_and_cdk_nag(observed: tuple[Templ
         ("AWS::SNS::Topic", "AwsSolutions-SNS2"),
         ("AWS::IAM::Policy", "AwsSolutions-IAM5[Resource::*]"),
     }
+
+
+def test_the_stack_names_the_metrics_as_the_handlers_write_them() -> None:
+    # The CDK app cannot import the handlers' module (the app has no powertools), so metric and
+    # dimension names are written in both; this keeps them in step without running a handler
+    # (the slow tests/test_metrics_local.py checks the records the running handlers write).
+    from aws_lambda_powertools.metrics.provider.cloudwatch_emf.metric_properties import MetricUnit
+
+    from lambda_common import metrics as handler
+    from stacks import observability as stack
+
+    names = [name for name, value in vars(stack).items() if name.isupper() and isinstance(value, str)]
+    assert len(names) == 16
+    assert {name: getattr(stack, name) for name in names} == {name: getattr(handler, name) for name in names}
+    # and every metric the stack draws has a unit CloudWatch knows, for a metric the handlers write
+    assert set(stack.UNITS) <= {getattr(handler, name) for name in names}
+    assert set(stack.UNITS.values()) <= {unit.value for unit in MetricUnit}

@@ -211,6 +211,40 @@ def test_plain_invoke_of_a_stream_returns_the_whole_answer(function: LocalFuncti
     assert "REPORT RequestId:" in tail.splitlines()[-1]
 
 
+def test_a_queued_invokes_log_tail_holds_only_its_own_lines(gates: Path) -> None:
+    # Given one warm environment, and a first invoke holding it (its stream waits on a gate)
+    with (
+        make_function(gates, timeout_s=30) as function,
+        InvokeApi(function, port=0, log=lambda _: None) as api,
+    ):
+        invoke(function, "status")
+        first = function.invoke(json.dumps({"action": "stream", "arg": "q"}).encode())
+        assert next(first.events()) is not None  # the handler is running
+        tails: list[str] = []
+
+        def second() -> None:
+            answer = lambda_client(api.url).invoke(
+                FunctionName="function", Payload=json.dumps({"action": "status"}), LogType="Tail"
+            )
+            tails.append(base64.b64decode(answer["LogResult"]).decode())
+
+        # When a second invoke asks for its log tail while the first still holds the environment
+        waiting = threading.Thread(target=second)
+        waiting.start()
+        waiting.join(timeout=0.5)
+        assert waiting.is_alive()  # it cannot end before the first: one environment, one invoke
+        (gates / "gates" / "gate-q").touch()
+        assert first.result().body == b"onetwo"
+        waiting.join(timeout=30)
+    # Then its tail runs from its own START to its own REPORT, none of the first invoke's lines
+    (tail,) = tails
+    lines = tail.splitlines()
+    assert lines[0].startswith("START RequestId:")
+    assert lines[-1].startswith("REPORT RequestId:")
+    assert first.request_id not in tail
+    assert sum(line.startswith("START RequestId:") for line in lines) == 1
+
+
 def test_unknown_function_name_is_resource_not_found(function: LocalFunction) -> None:
     with InvokeApi(function, port=0, log=lambda line: None) as api, pytest.raises(ClientError) as error:
         lambda_client(api.url).invoke(FunctionName="another", Payload=b"{}")
