@@ -28,7 +28,7 @@ from typing import Literal
 from local.models import EMBEDDINGS_MODEL_ID, embedded_embeddings_model, embedded_gguf
 from local.rie import IMAGES, ROOT, FunctionSpec
 from local.stack import FunctionPlan
-from stacks.config import UrlInvokeMode
+from stacks.config import UrlInvokeMode, load_config
 
 FunctionKey = Literal["llama", "embeddings"]
 FUNCTION_KEYS: tuple[FunctionKey, ...] = ("llama", "embeddings")
@@ -63,7 +63,6 @@ def deployed_settings(cdk_json: Path = ROOT / "cdk.json") -> dict[FunctionKey, D
     cdk.json is the one place the defaults live, so without it there is nothing to run with:
     a missing file is a FileNotFoundError that says so, a bad value a ``stacks.config.ConfigError``.
     """
-    from stacks.config import load_config  # pydantic only: no CDK import
 
     config = load_config(cdk_json=cdk_json)
     return {
